@@ -1,0 +1,72 @@
+"""Shared test helpers: free ports, bounded waits, real scrapes parsed by prometheus_client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+def fetch(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode("utf-8")
+
+
+def parse(text: str) -> dict:
+    """Exposition text -> {family name: Metric}, using prometheus_client's real parser."""
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def scrape(url: str) -> dict:
+    return parse(fetch(url))
+
+
+def sample_value(families: dict, sample_name: str, **labels: str) -> float | None:
+    """The value of one sample (e.g. ``tinywindow_trades_total``) with exactly these labels."""
+    for family in families.values():
+        for sample in family.samples:
+            if sample.name == sample_name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; in CI a missing tool fails the test instead of skipping it."""
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (scripts/test installs it with apt-get)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

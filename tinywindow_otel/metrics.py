@@ -1,0 +1,439 @@
+"""The facade: prometheus_client-style metric objects built from the catalog.
+
+Values are aggregated here, in plain Python objects guarded by a lock per
+series, exactly like prometheus_client does; OpenTelemetry reads them at
+collection time (see ``pipeline.py``). Keeping the aggregation in the facade
+is what lets the hot path cost what prometheus_client costs and lets the P&L
+histogram keep negative values (docs/decisions.md, ADR 1).
+
+    >>> from tinywindow_otel import trades_total, trade_pnl_usd
+    >>> trades_total.labels(status="filled", symbol="BTC/USDT").inc()
+    >>> trade_pnl_usd.observe(-120.5)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from numbers import Real
+
+from .catalog import ALL_METRICS, Kind, MetricSpec
+
+_log = logging.getLogger("tinywindow_otel")
+
+OVERFLOW_LABEL_VALUE = "__overflow__"
+_INF = math.inf
+# One log line per (metric, reason) at most this often: telemetry must not
+# flood the trading system's logs when a feed goes bad.
+_LOG_INTERVAL_S = 60.0
+
+
+class _DropReporter:
+    """Counts measurements the SDK dropped or folded, logging each kind rarely."""
+
+    def __init__(self) -> None:
+        self._last_logged: dict[tuple[str, str], float] = {}
+        self.registry: MetricRegistry | None = None
+
+    def dropped(self, metric: str, reason: str, value: object = None) -> None:
+        registry = self.registry
+        if registry is not None:
+            registry.get("tinywindow_otel_dropped_measurements_total").labels(metric, reason).inc()
+        self._log_rarely(metric, reason, "dropped a measurement of %s (%s): %r", metric, reason, value)
+
+    def overflowed(self, metric: str, limit: int) -> None:
+        registry = self.registry
+        if registry is not None:
+            registry.get("tinywindow_otel_cardinality_overflow_total").labels(metric).inc()
+        self._log_rarely(
+            metric, "overflow",
+            "%s reached its limit of %d series; new label sets fold into the %s series",
+            metric, limit, OVERFLOW_LABEL_VALUE,
+        )
+
+    def _log_rarely(self, metric: str, reason: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        key = (metric, reason)
+        last = self._last_logged.get(key)
+        if last is None or now - last >= _LOG_INTERVAL_S:
+            self._last_logged[key] = now
+            _log.warning(msg, *args)
+
+
+_drops = _DropReporter()
+
+
+def _check_number(metric: str, value: object, what: str = "value") -> float:
+    """Return ``value`` as a float, raising TypeError for anything non-numeric."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{metric}: {what} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+# --- series (bound children) -------------------------------------------------
+
+
+class _Series:
+    __slots__ = ("_lock", "_metric", "attributes", "label_values", "created_ns")
+
+    def __init__(self, metric: str, label_values: tuple[str, ...], attributes: dict[str, str]) -> None:
+        self._lock = threading.Lock()
+        self._metric = metric
+        self.label_values = label_values
+        self.attributes = attributes
+        self.created_ns = time.time_ns()
+
+
+class CounterSeries(_Series):
+    """One labelled counter series; what ``Counter.labels(...)`` returns."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self._value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        """Increment by ``amount`` (>= 0). NaN/inf are dropped and counted."""
+        cls = amount.__class__
+        # Fast path: an int or finite float >= 0 (NaN fails ``>= 0``).
+        if (cls is int or cls is float) and 0 <= amount < _INF:
+            with self._lock:
+                self._value += amount
+            return
+        value = _check_number(self._metric, amount, "increment")
+        if math.isnan(value) or math.isinf(value):
+            _drops.dropped(self._metric, "nan" if math.isnan(value) else "inf", amount)
+            return
+        if value < 0:
+            raise ValueError(f"{self._metric}: counters can only be incremented by non-negative amounts, got {amount!r}")
+        with self._lock:
+            self._value += value
+
+    def get(self) -> float:
+        return self._value
+
+    def _reset(self) -> None:
+        with self._lock:
+            self._value = 0.0
+        self.created_ns = time.time_ns()
+
+
+class GaugeSeries(_Series):
+    """One labelled gauge series; what ``Gauge.labels(...)`` returns."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self._value = 0.0
+
+    def _finite(self, value: object) -> float | None:
+        cls = value.__class__
+        if (cls is float or cls is int) and -_INF < value < _INF:
+            return value  # type: ignore[return-value]
+        number = _check_number(self._metric, value)
+        if math.isnan(number) or math.isinf(number):
+            _drops.dropped(self._metric, "nan" if math.isnan(number) else "inf", value)
+            return None
+        return number
+
+    def set(self, value: float) -> None:
+        """Set to ``value``. NaN/inf are dropped (the previous value stays) and counted."""
+        number = self._finite(value)
+        if number is not None:
+            self._value = float(number)
+
+    def inc(self, amount: float = 1) -> None:
+        number = self._finite(amount)
+        if number is not None:
+            with self._lock:
+                self._value += number
+
+    def dec(self, amount: float = 1) -> None:
+        number = self._finite(amount)
+        if number is not None:
+            with self._lock:
+                self._value -= number
+
+    def get(self) -> float:
+        return self._value
+
+    def _reset(self) -> None:
+        self._value = 0.0
+
+
+class HistogramSeries(_Series):
+    """One labelled histogram series; what ``Histogram.labels(...)`` returns.
+
+    Buckets are OTel explicit buckets: bucket ``i`` counts values in
+    ``(bounds[i-1], bounds[i]]``, the last one values above every bound,
+    which is Prometheus' ``le`` semantics too. Negative values are kept.
+    """
+
+    __slots__ = ("_bounds", "_counts", "_sum", "_min", "_max")
+
+    def __init__(self, metric, label_values, attributes, bounds: tuple[float, ...]) -> None:
+        super().__init__(metric, label_values, attributes)
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+        self._min = _INF
+        self._max = -_INF
+
+    def observe(self, value: float) -> None:
+        """Record one observation. NaN/inf are dropped and counted."""
+        cls = value.__class__
+        if not ((cls is float or cls is int) and -_INF < value < _INF):
+            number = _check_number(self._metric, value)
+            if math.isnan(number) or math.isinf(number):
+                _drops.dropped(self._metric, "nan" if math.isnan(number) else "inf", value)
+                return
+            value = number
+        index = bisect_left(self._bounds, value)
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += value
+            if value < self._min:
+                self._min = value
+            if value > self._max:
+                self._max = value
+
+    def snapshot(self) -> tuple[list[int], float, float, float]:
+        """(bucket counts, sum, min, max), consistent with each other."""
+        with self._lock:
+            return list(self._counts), self._sum, self._min, self._max
+
+    def _reset(self) -> None:
+        with self._lock:
+            self._counts = [0] * (len(self._bounds) + 1)
+            self._sum = 0.0
+            self._min = _INF
+            self._max = -_INF
+        self.created_ns = time.time_ns()
+
+
+# --- metrics (families) --------------------------------------------------------
+
+
+class _Metric:
+    """A metric family: ``labels()`` hands out cached series."""
+
+    _series_class: type[_Series]
+
+    def __init__(self, spec: MetricSpec, registry: MetricRegistry) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._labelnames = spec.labels
+        self._registry = registry
+        self._children: dict[tuple, _Series] = {}
+        self._lock = threading.Lock()
+        self._overflow: _Series | None = None
+        self.max_series = spec.max_series
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} labels={list(self._labelnames)}>"
+
+    def labels(self, *values: object, **kwargs: object):
+        """Return the series for these label values (cached; create on first use).
+
+        Accepts either all values positionally, in declared order, or all by name.
+        """
+        if kwargs:
+            if values:
+                raise ValueError(f"{self.name}: pass label values either positionally or by name, not both")
+            try:
+                values = tuple([kwargs[name] for name in self._labelnames])
+            except KeyError:
+                raise self._label_error(kwargs) from None
+            if len(kwargs) != len(self._labelnames):
+                raise self._label_error(kwargs)
+        try:
+            return self._children[values]
+        except (KeyError, TypeError):  # new label set, or an unhashable value to report
+            return self._new_child(values)
+
+    def _label_error(self, given: dict) -> ValueError:
+        missing = [n for n in self._labelnames if n not in given]
+        unknown = [n for n in given if n not in self._labelnames]
+        parts = []
+        if missing:
+            parts.append(f"missing label(s) {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown label(s) {', '.join(unknown)}")
+        expected = ", ".join(self._labelnames) or "none"
+        return ValueError(f"{self.name}: {'; '.join(parts)} (expected: {expected})")
+
+    def _canonical(self, values: tuple) -> tuple[str, ...]:
+        if not self._labelnames:
+            raise ValueError(f"{self.name}: this metric has no labels; call it directly instead of .labels()")
+        if len(values) != len(self._labelnames):
+            raise ValueError(
+                f"{self.name}: expected {len(self._labelnames)} label value(s) "
+                f"({', '.join(self._labelnames)}), got {len(values)}"
+            )
+        canonical = []
+        for name, value in zip(self._labelnames, values):
+            if isinstance(value, str):
+                canonical.append(value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                canonical.append(str(value))
+            else:
+                raise TypeError(
+                    f"{self.name}: label {name!r} must be a string (or number), got {type(value).__name__} {value!r}"
+                )
+        return tuple(canonical)
+
+    def _new_child(self, values: tuple) -> _Series:
+        canonical = self._canonical(values)
+        self._registry.first_use()
+        with self._lock:
+            child = self._children.get(canonical)
+            if child is None:
+                if len(self._children) >= self.max_series:
+                    return self._overflow_child()
+                child = self._make_series(canonical)
+                self._children[canonical] = child
+        return child
+
+    def _overflow_child(self) -> _Series:
+        # Called with self._lock held. The overflow series is not cached under
+        # the new label values, so memory stays flat however many arrive.
+        _drops.overflowed(self.name, self.max_series)
+        if self._overflow is None:
+            self._overflow = self._make_series((OVERFLOW_LABEL_VALUE,) * len(self._labelnames))
+        return self._overflow
+
+    def _make_series(self, label_values: tuple[str, ...]) -> _Series:
+        attributes = dict(zip(self._labelnames, label_values))
+        return self._series_class(self.name, label_values, attributes)
+
+    def _unlabelled(self) -> _Series:
+        child = self._children.get(())
+        if child is None:
+            if self._labelnames:
+                raise ValueError(
+                    f"{self.name}: this metric has labels ({', '.join(self._labelnames)}); "
+                    f"call .labels(...) first"
+                )
+            self._registry.first_use()
+            with self._lock:
+                child = self._children.setdefault((), self._make_series(()))
+        return child
+
+    def remove(self, *values: object) -> None:
+        """Remove one series; it disappears from /metrics."""
+        canonical = self._canonical(values)
+        with self._lock:
+            self._children.pop(canonical, None)
+
+    def clear(self) -> None:
+        """Remove every series."""
+        with self._lock:
+            self._children.clear()
+            self._overflow = None
+
+    def series(self) -> list[_Series]:
+        """A snapshot of the live series, the overflow series last."""
+        with self._lock:
+            children = list(self._children.values())
+            if self._overflow is not None:
+                children.append(self._overflow)
+        return children
+
+    def _reset_values(self) -> None:
+        for child in self.series():
+            child._reset()
+
+
+class Counter(_Metric):
+    """A monotonically increasing counter.
+
+        >>> from tinywindow_otel import trades_total
+        >>> trades_total.labels(status="filled", symbol="BTC/USDT").inc()
+    """
+
+    _series_class = CounterSeries
+
+    def inc(self, amount: float = 1) -> None:
+        self._unlabelled().inc(amount)
+
+
+class Gauge(_Metric):
+    """A value that goes up and down.
+
+        >>> from tinywindow_otel import portfolio_value_usd
+        >>> portfolio_value_usd.set(50_000.0)
+    """
+
+    _series_class = GaugeSeries
+
+    def set(self, value: float) -> None:
+        self._unlabelled().set(value)
+
+    def inc(self, amount: float = 1) -> None:
+        self._unlabelled().inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        self._unlabelled().dec(amount)
+
+
+class Histogram(_Metric):
+    """A distribution with the catalog's bucket boundaries.
+
+        >>> from tinywindow_otel import api_latency_seconds
+        >>> api_latency_seconds.labels(service="claude").observe(0.42)
+    """
+
+    _series_class = HistogramSeries
+
+    def _make_series(self, label_values: tuple[str, ...]) -> HistogramSeries:
+        attributes = dict(zip(self._labelnames, label_values))
+        return HistogramSeries(self.name, label_values, attributes, self.spec.buckets)
+
+    def observe(self, value: float) -> None:
+        self._unlabelled().observe(value)
+
+
+_CLASSES: dict[Kind, type[_Metric]] = {Kind.COUNTER: Counter, Kind.GAUGE: Gauge, Kind.HISTOGRAM: Histogram}
+
+
+class MetricRegistry:
+    """Every facade metric, built from the catalog; the one place OTel reads from."""
+
+    def __init__(self, specs: tuple[MetricSpec, ...] = ALL_METRICS) -> None:
+        self._metrics: dict[str, _Metric] = {spec.name: _CLASSES[spec.kind](spec, self) for spec in specs}
+        self._on_first_use: Callable[[], None] | None = None
+        self._started = False
+
+    def __iter__(self) -> Iterator[_Metric]:
+        return iter(self._metrics.values())
+
+    def get(self, name: str) -> _Metric:
+        return self._metrics[name]
+
+    def by_attr(self, attr: str) -> _Metric:
+        return self._metrics["tinywindow_" + attr]
+
+    def set_first_use_hook(self, hook: Callable[[], None] | None) -> None:
+        """Called once, when the first series is created (starts the OTel pipeline lazily)."""
+        self._on_first_use = hook
+        self._started = False
+
+    def first_use(self) -> None:
+        if not self._started and self._on_first_use is not None:
+            self._started = True
+            self._on_first_use()
+
+    def reset_values(self) -> None:
+        """Zero every series, keeping the label sets (used in a forked child)."""
+        for metric in self:
+            metric._reset_values()
+
+
+REGISTRY = MetricRegistry()
+_drops.registry = REGISTRY
