@@ -42,8 +42,15 @@ def fetch(url: str, timeout: float = 5.0) -> str:
 
 
 def parse(text: str) -> dict:
-    """Exposition text -> {family name: Metric}, using prometheus_client's real parser."""
-    return {family.name: family for family in text_string_to_metric_families(text)}
+    """Exposition text -> {family name as exposed: Metric}, using prometheus_client's real parser.
+
+    The parser names a counter family without its ``_total``; the key here
+    is the name the exposition shows (``tinywindow_trades_total``).
+    """
+    return {
+        family.name + "_total" if family.type == "counter" else family.name: family
+        for family in text_string_to_metric_families(text)
+    }
 
 
 def scrape(url: str) -> dict:

@@ -30,7 +30,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from prometheus_client import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.samples import Sample
 
 from . import __version__
 from .catalog import Kind
@@ -138,21 +139,76 @@ class FacadeMergingReader:
         self._tw_delivered = True
         merged = self._tw_histograms.merge(metrics_data, self._tw_resource, self._tw_scope)
         if merged.resource_metrics:
+            self._received(merged)
             super()._receive_metrics(merged, timeout_millis=timeout_millis, **kwargs)  # type: ignore[misc]
+
+    def _received(self, metrics_data: MetricsData) -> None:
+        """Hook for subclasses: the merged data, before it is exported."""
 
 
 class FacadePrometheusReader(FacadeMergingReader, PrometheusMetricReader):
-    """The Prometheus reader behind /metrics: no target_info, no otel_scope_* labels."""
+    """The Prometheus reader behind /metrics: no target_info, no otel_scope_* labels.
+
+    prometheus_client's ``HistogramMetricFamily`` omits ``_count`` and
+    ``_sum`` when a bucket boundary is negative (an OpenMetrics rule). The
+    P&L histogram must keep both (``_sum`` is the net realised P&L), so the
+    exporter's output goes through ``_SignedHistogramCollector``, which puts
+    them back from the same ``MetricsData``.
+    """
 
     def __init__(self, histograms: FacadeHistograms, resource: Resource, scope: InstrumentationScope,
                  registry: CollectorRegistry) -> None:
+        self._exporter_registry = CollectorRegistry(auto_describe=False)
         PrometheusMetricReader.__init__(
             self,
             disable_target_info=True,
             scope_info_enabled=False,
-            registry=registry,
+            registry=self._exporter_registry,
         )
         self._init_merging(histograms, resource, scope)
+        self._histogram_totals: dict[tuple[str, frozenset], tuple[int, float]] = {}
+        registry.register(_SignedHistogramCollector(self))
+
+    def _received(self, metrics_data: MetricsData) -> None:
+        totals = {}
+        for resource_metrics in metrics_data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if isinstance(metric.data, Histogram):
+                        for point in metric.data.data_points:
+                            key = frozenset((k, str(v)) for k, v in point.attributes.items())
+                            totals[(metric.name, key)] = (point.count, point.sum)
+        self._histogram_totals = totals
+
+
+class _SignedHistogramCollector:
+    """Yields the exporter's families, restoring ``_count``/``_sum`` of signed histograms."""
+
+    def __init__(self, reader: FacadePrometheusReader) -> None:
+        self._reader = reader
+
+    def collect(self):
+        families = list(self._reader._exporter_registry.collect())
+        totals = self._reader._histogram_totals
+        for family in families:
+            if family.type == "histogram" and totals:
+                family.samples = _with_count_and_sum(family.name, family.samples, totals)
+        return families
+
+
+def _with_count_and_sum(name: str, samples: list, totals: dict) -> list:
+    has_count = {frozenset(s.labels.items()) for s in samples if s.name == name + "_count"}
+    result = []
+    for sample in samples:
+        result.append(sample)
+        if sample.name == name + "_bucket" and sample.labels.get("le") == "+Inf":
+            labels = {k: v for k, v in sample.labels.items() if k != "le"}
+            key = frozenset(labels.items())
+            if key not in has_count and (name, key) in totals:
+                count, total = totals[(name, key)]
+                result.append(Sample(name + "_count", labels, float(count)))
+                result.append(Sample(name + "_sum", labels, total))
+    return result
 
 
 def _observe(metric: Counter | Gauge):
@@ -190,15 +246,16 @@ class Pipeline:
                 meter.create_observable_gauge(spec.name, [_observe(metric)], spec.unit, spec.description)
         self._scrape_lock = threading.Lock()
 
-    def render(self, accept: str | None = None) -> tuple[bytes, str]:
-        """The exposition for a scrape, negotiated on ``accept`` (text or OpenMetrics)."""
-        from prometheus_client.exposition import choose_encoder
+    def render(self) -> tuple[bytes, str]:
+        """The exposition for a scrape, always in the Prometheus text format.
 
-        encoder, content_type = choose_encoder(accept or "")
+        Not OpenMetrics: it forbids ``_sum`` on histograms with negative
+        buckets, and the P&L histogram's ``_sum`` is the net P&L (ADR 2).
+        """
         # The exporter's collector keeps collected data in a shared queue:
         # concurrent scrapes must not take each other's data.
         with self._scrape_lock:
-            return encoder(self.prometheus_registry), content_type
+            return generate_latest(self.prometheus_registry), CONTENT_TYPE_LATEST
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
         self.provider.shutdown(timeout_millis=timeout_millis)

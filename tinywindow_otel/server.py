@@ -36,7 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             try:
-                body, content_type = get_pipeline().render(self.headers.get("Accept"))
+                body, content_type = get_pipeline().render()
             except Exception:  # a broken collection must not kill the server thread
                 _log.exception("collecting metrics for a scrape failed")
                 self._reply(500, b"collection failed\n", "text/plain; charset=utf-8")
