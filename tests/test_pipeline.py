@@ -83,3 +83,18 @@ def test_removed_series_disappear(scrape_metrics):
     families = scrape_metrics()
     assert sample_value(families, "tinywindow_active_positions", symbol="ETH/USDT") is None
     assert sample_value(families, "tinywindow_active_positions", symbol="BTC/USDT") == 1
+
+
+def test_otel_does_not_fold_series_the_facade_allows(scrape_metrics):
+    """The SDK's own limit (2000 per stream) must not fold series into otel_metric_overflow."""
+    metric = REGISTRY.get("tinywindow_api_requests_total")
+    default = metric.max_series
+    metric.max_series = 3000
+    try:
+        for i in range(2500):
+            metric.labels(service=f"svc-{i}").inc()
+        family = scrape_metrics()["tinywindow_api_requests_total"]
+    finally:
+        metric.max_series = default
+    assert len(family.samples) == 2500
+    assert all("otel_metric_overflow" not in sample.labels for sample in family.samples)

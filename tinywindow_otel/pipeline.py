@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import MeterProvider, ObservableCounter, ObservableGauge
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -41,6 +41,7 @@ SCOPE_NAME = "tinywindow_otel"
 # The facade enforces its own per-metric series limits; OTel's default of
 # 2000 per stream must not fold series behind its back.
 _NO_OTEL_LIMIT = 1_000_000
+OTEL_CARDINALITY_LIMITS = {ObservableCounter: _NO_OTEL_LIMIT, ObservableGauge: _NO_OTEL_LIMIT}
 
 
 class FacadeHistograms:
@@ -164,6 +165,7 @@ class FacadePrometheusReader(FacadeMergingReader, PrometheusMetricReader):
             disable_target_info=True,
             scope_info_enabled=False,
             registry=self._exporter_registry,
+            cardinality_limits=OTEL_CARDINALITY_LIMITS,
         )
         self._init_merging(histograms, resource, scope)
         self._histogram_totals: dict[tuple[str, frozenset], tuple[int, float]] = {}
