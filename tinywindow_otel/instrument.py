@@ -294,16 +294,21 @@ def count_exceptions(series, exception: type[BaseException] | tuple = Exception)
 
 
 class _ApiProbe(_Probe):
+    metric = "tinywindow_api_requests_total"
+
     def __init__(self, service: str, exporter) -> None:
+        # Bound once here, so a call costs two series updates, not label lookups.
         self._service = service
-        self._exporter = exporter
-        self.metric = "tinywindow_api_requests_total"
+        self._inc = exporter._requests.labels(service=service).inc
+        self._observe = exporter._latency.labels(service=service).observe
+        self._errors = exporter._errors
 
     def finish(self, state, exc, result) -> None:
         elapsed = perf_counter() - state
-        failed = _is_error(exc)
-        self._exporter.record_request(self._service, elapsed, not failed,
-                                      type(exc).__name__ if failed else None)
+        self._inc()
+        self._observe(elapsed)
+        if exc is not None and _is_error(exc):
+            self._errors.labels(service=self._service, type=type(exc).__name__).inc()
 
 
 def api_call(service: str, *, exporter=None) -> Instrument:
@@ -315,6 +320,7 @@ def api_call(service: str, *, exporter=None) -> Instrument:
         with api_call("binance"):
             exchange.fetch_ticker("BTC/USDT")
 
+    The same series as ``api_exporter.record_request`` (bound once, at decoration).
     Records ``tinywindow_api_requests_total{service}`` and
     ``tinywindow_api_latency_seconds{service}`` for every call, and
     ``tinywindow_api_errors_total{service,type}`` when the call raises an
@@ -325,7 +331,6 @@ def api_call(service: str, *, exporter=None) -> Instrument:
     """
     if exporter is None:
         from .exporters import api_exporter as exporter
-    exporter._requests.labels(service=service)  # a bad label value raises here, not at the end of the call
     return Instrument(_ApiProbe(service, exporter))
 
 
