@@ -13,8 +13,9 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime
 
-from .metrics import REGISTRY, MetricRegistry, _check_number
-from .risk import PortfolioState, PortfolioTracker, win_rate_pct
+from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
+from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
+                   PortfolioState, PortfolioTracker, gross_exposure, leverage_ratio, win_rate_pct)
 
 UNKNOWN_ERROR_TYPE = "unknown"
 
@@ -69,17 +70,37 @@ class TradingExporter:
 
 
 class PortfolioExporter:
-    """Portfolio snapshot: value, unrealised P&L, positions, and drawdown/daily P&L from them."""
+    """Portfolio snapshot: value, unrealised P&L, positions, and the risk values derived from them.
 
-    def __init__(self, registry: MetricRegistry = REGISTRY, state: PortfolioState | None = None) -> None:
+    Drawdown, daily P&L, leverage (when ``prices`` are given) and VaR 95 come
+    from ``risk.py``. VaR: one return of the portfolio value per
+    ``return_interval_s``, a window of ``var_window`` of them, scaled to one
+    day by sqrt(time); the gauge is set only once ``var_min_samples`` returns
+    exist. ``var_method=None`` leaves VaR to ``risk_exporter.set_var_95``.
+    A derived value that is undefined (daily P&L from a non-positive start,
+    leverage with non-positive equity or a missing price) removes its gauge
+    rather than leaving a stale value on /metrics.
+    """
+
+    def __init__(self, registry: MetricRegistry = REGISTRY, state: PortfolioState | None = None, *,
+                 var_method: str | None = "historical", var_min_samples: int = DEFAULT_VAR_MIN_SAMPLES,
+                 var_window: int = DEFAULT_VAR_WINDOW,
+                 return_interval_s: float = DEFAULT_RETURN_INTERVAL_S) -> None:
+        if var_method is not None and var_method not in VAR_METHODS:
+            raise ValueError(f"tinywindow_portfolio_var_95: var_method must be one of "
+                             f"{', '.join(VAR_METHODS)} or None, got {var_method!r}")
         self._value = registry.by_attr("portfolio_value_usd")
         self._unrealized = registry.by_attr("unrealized_pnl_usd")
         self._positions = registry.by_attr("active_positions")
         self._leverage = registry.by_attr("leverage_ratio")
         self._drawdown = registry.by_attr("drawdown_pct")
         self._daily = registry.by_attr("daily_pnl_pct")
+        self._var = registry.by_attr("portfolio_var_95")
         self._lock = threading.Lock()
-        self.tracker = PortfolioTracker(state)
+        self.var_method = var_method
+        self.var_min_samples = var_min_samples
+        self._tracker_options = {"window": var_window, "return_interval_s": return_interval_s}
+        self.tracker = PortfolioTracker(state, **self._tracker_options)
 
     def update_portfolio(
         self,
@@ -88,9 +109,14 @@ class PortfolioExporter:
         positions: Mapping[str, float],
         leverage: float | None = None,
         *,
+        prices: Mapping[str, float] | None = None,
         now: datetime | None = None,
     ) -> None:
-        """Replace the portfolio snapshot. Symbols absent from ``positions`` disappear."""
+        """Replace the portfolio snapshot. Symbols absent from ``positions`` disappear.
+
+        ``leverage`` given wins; otherwise with ``prices`` (symbol -> price) it is
+        computed as sum(|size| * price) / total_value.
+        """
         value = _check_number(self._value.name, total_value, "total_value")
         _check_number(self._unrealized.name, unrealized_pnl, "unrealized_pnl")
         if not isinstance(positions, Mapping):
@@ -101,6 +127,12 @@ class PortfolioExporter:
         series = {symbol: self._positions.labels(symbol=symbol) for symbol in sizes}
         if leverage is not None:
             _check_number(self._leverage.name, leverage, "leverage")
+        elif prices is not None:
+            if not isinstance(prices, Mapping):
+                raise TypeError(f"{self._leverage.name}: prices must be a mapping of symbol to price, "
+                                f"got {type(prices).__name__}")
+            for symbol, price in prices.items():
+                _check_number(self._leverage.name, price, f"price for {symbol!r}")
 
         with self._lock:
             self._value.set(value)
@@ -112,19 +144,40 @@ class PortfolioExporter:
                     self._positions.remove(*child.label_values)
             if leverage is not None:
                 self._leverage.set(leverage)
+            elif prices is not None:
+                self._set_leverage_from_prices(sizes, prices, value)
             if value == value and abs(value) != float("inf"):
                 drawdown, daily = self.tracker.update(value, now)
                 self._drawdown.set(drawdown)
                 if daily is not None:
                     self._daily.set(daily)
+                else:
+                    self._daily.clear()
+                if self.var_method is not None:
+                    self.tracker.sample_return(value, now)
+                    var = self.tracker.var(value, 0.95, self.var_method, min_samples=self.var_min_samples)
+                    if var is not None:
+                        self._var.set(var)
+
+    def _set_leverage_from_prices(self, sizes: Mapping[str, float], prices: Mapping[str, float],
+                                  equity: float) -> None:
+        try:
+            ratio = leverage_ratio(gross_exposure(sizes, prices), equity)
+        except KeyError as missing:
+            _drops.dropped(self._leverage.name, "missing_price", missing.args[0])
+            ratio = None
+        if ratio is None or ratio != ratio or ratio == float("inf"):
+            self._leverage.clear()
+        else:
+            self._leverage.set(ratio)
 
     def reset(self) -> None:
-        """Forget the peak and day-start value."""
+        """Forget the peak, day-start value and returns window."""
         with self._lock:
-            self.tracker = PortfolioTracker()
+            self.tracker = PortfolioTracker(**self._tracker_options)
 
     def export_state(self) -> dict:
-        """The peak and day-start value, to persist across a restart."""
+        """Peak, day-start value and returns window (JSON-serialisable), to persist across a restart."""
         with self._lock:
             return self.tracker.state.to_dict()
 

@@ -117,6 +117,11 @@ class CounterSeries(_Series):
     def get(self) -> float:
         return self._value
 
+    def count_exceptions(self, exception: type[BaseException] | tuple = Exception):
+        """Decorator / context manager: +1 per call raising ``exception`` (sync, async, generators)."""
+        from .instrument import count_exceptions
+        return count_exceptions(self, exception)
+
     def _reset(self) -> None:
         with self._lock:
             self._value = 0.0
@@ -202,6 +207,11 @@ class HistogramSeries(_Series):
                 self._min = value
             if value > self._max:
                 self._max = value
+
+    def time(self):
+        """Decorator / context manager observing elapsed seconds (sync, async, generators)."""
+        from .instrument import time_histogram
+        return time_histogram(self)
 
     def snapshot(self) -> tuple[list[int], float, float, float]:
         """(bucket counts, sum, min, max), consistent with each other."""
@@ -362,6 +372,14 @@ class Counter(_Metric):
     def inc(self, amount: float = 1) -> None:
         self._unlabelled().inc(amount)
 
+    def count_exceptions(self, exception: type[BaseException] | tuple = Exception):
+        """Decorator / context manager counting calls that raise ``exception``; see ``instrument.py``.
+
+            >>> @api_errors_total.labels(service="claude", type="any").count_exceptions()
+            ... def ask(): ...
+        """
+        return self._unlabelled().count_exceptions(exception)
+
 
 class Gauge(_Metric):
     """A value that goes up and down.
@@ -397,6 +415,14 @@ class Histogram(_Metric):
 
     def observe(self, value: float) -> None:
         self._unlabelled().observe(value)
+
+    def time(self):
+        """Decorator / context manager observing elapsed seconds; see ``instrument.py``.
+
+            >>> @api_latency_seconds.labels(service="claude").time()
+            ... async def ask(): ...
+        """
+        return self._unlabelled().time()
 
 
 _CLASSES: dict[Kind, type[_Metric]] = {Kind.COUNTER: Counter, Kind.GAUGE: Gauge, Kind.HISTOGRAM: Histogram}

@@ -1,0 +1,577 @@
+"""Decorators and context managers that time calls and count their failures.
+
+    >>> from tinywindow_otel.instrument import api_call, trade, agent_decision
+    >>> @api_call("claude")
+    ... async def ask(prompt): ...
+    >>> with trade("BTC/USDT") as t:
+    ...     t.filled(pnl=150.0, amount_usd=1000.0)
+
+Every helper here, and ``Histogram.time()`` / ``Counter.count_exceptions()``
+on the facade, goes through ONE wrapper, :class:`Instrument`, so the hard
+cases are solved once (prometheus_client gets ``async def`` wrong, #535/#767):
+
+- ``def``: measured around the call; the return value is passed through.
+- ``async def``: the wrapper is itself ``async def`` (``inspect.iscoroutinefunction``
+  stays true) and measures the *awaited* time, not coroutine creation.
+- generators / async generators: the wrapper is a (async) generator, so the
+  call stays lazy; measurement starts at the first ``next()`` and ends when
+  the generator is exhausted, raises, or is closed. ``send``/``throw``/``close``
+  (``asend``/``athrow``/``aclose``) are forwarded.
+- exceptions are re-raised unchanged (same object, same traceback).
+  ``GeneratorExit`` is how a generator is closed, never an error.
+- a fault inside the telemetry (a probe raising) never reaches the caller:
+  it is counted in ``tinywindow_otel_dropped_measurements_total{reason="instrumentation_error"}``
+  and logged rarely.
+
+A context-manager object keeps its in-flight state on a stack, so nesting
+the same object works; share one object between threads or tasks only as a
+decorator (each call then has its own state), as with prometheus_client.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from time import perf_counter
+from typing import Any
+
+from .metrics import _check_number, _drops
+
+__all__ = [
+    "TRADE_STATUSES", "DecisionRecorder", "Instrument", "TradeOutcome",
+    "agent_decision", "api_call", "count_exceptions", "time_histogram", "trade",
+]
+
+# Returned by a probe's start() that failed: finish() is then skipped.
+_FAILED = object()
+
+
+class _Probe:
+    """What one instrumented call records. ``start`` -> state; ``finish`` records.
+
+    ``item`` is called with every value a generator yields (only when
+    ``wants_items``); ``finish`` gets the exception that ended the call (or
+    None) and the return value (for generators: the ``return`` value).
+    """
+
+    metric = "tinywindow_otel"  # named in fault reports
+    wants_items = False
+    exposes_state = False  # whether ``with`` binds the state (``as t``)
+
+    def start(self, args: tuple | None, kwargs: dict | None) -> Any:
+        """``args``/``kwargs`` of the decorated call; None in the ``with`` form."""
+        return perf_counter()
+
+    def item(self, state: Any, value: Any) -> None:  # pragma: no cover - overridden
+        pass
+
+    def finish(self, state: Any, exc: BaseException | None, result: Any) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _fault(probe: _Probe, exc: BaseException) -> None:
+    """A telemetry fault: counted and logged rarely, never raised to the caller."""
+    try:
+        _drops.dropped(probe.metric, "instrumentation_error", exc)
+    except Exception:  # noqa: BLE001 - the last line of defence must not raise
+        pass
+
+
+def _start(probe: _Probe, args: tuple | None = None, kwargs: dict | None = None) -> Any:
+    try:
+        return probe.start(args, kwargs)
+    except Exception as exc:  # noqa: BLE001
+        _fault(probe, exc)
+        return _FAILED
+
+
+def _finish(probe: _Probe, state: Any, exc: BaseException | None, result: Any) -> None:
+    if state is _FAILED:
+        return
+    try:
+        probe.finish(state, exc, result)
+    except Exception as fault:  # noqa: BLE001
+        _fault(probe, fault)
+
+
+def _item(probe: _Probe, state: Any, value: Any) -> None:
+    if state is _FAILED:
+        return
+    try:
+        probe.item(state, value)
+    except Exception as fault:  # noqa: BLE001
+        _fault(probe, fault)
+
+
+class Instrument:
+    """Decorator and (async) context manager around one :class:`_Probe`."""
+
+    __slots__ = ("_probe", "_states")
+
+    def __init__(self, probe: _Probe) -> None:
+        self._probe = probe
+        self._states: list[Any] = []
+
+    def __repr__(self) -> str:
+        return f"<Instrument {type(self._probe).__name__} {self._probe.metric}>"
+
+    # -- context manager ------------------------------------------------------
+
+    def __enter__(self) -> Any:
+        state = _start(self._probe)
+        self._states.append(state)
+        return state if self._probe.exposes_state and state is not _FAILED else None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        state = self._states.pop() if self._states else _FAILED
+        _finish(self._probe, state, exc, None)
+        return False  # never swallow the caller's exception
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+    # -- decorator --------------------------------------------------------------
+
+    def __call__(self, func: Callable) -> Callable:
+        if not callable(func):
+            raise TypeError(f"{self._probe.metric}: can only decorate a callable, got {type(func).__name__}")
+        probe = self._probe
+        if inspect.isasyncgenfunction(func):
+            wrapper = _wrap_async_generator(func, probe)
+        elif inspect.iscoroutinefunction(func):
+            wrapper = _wrap_coroutine(func, probe)
+        elif inspect.isgeneratorfunction(func):
+            wrapper = _wrap_generator(func, probe)
+        else:
+            wrapper = _wrap_function(func, probe)
+        return functools.wraps(func)(wrapper)
+
+
+def _wrap_function(func: Callable, probe: _Probe) -> Callable:
+    def wrapper(*args, **kwargs):
+        state = _start(probe, args, kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            _finish(probe, state, exc, None)
+            raise
+        _finish(probe, state, None, result)
+        return result
+
+    return wrapper
+
+
+def _wrap_coroutine(func: Callable, probe: _Probe) -> Callable:
+    async def wrapper(*args, **kwargs):
+        state = _start(probe, args, kwargs)
+        try:
+            result = await func(*args, **kwargs)
+        except BaseException as exc:
+            _finish(probe, state, exc, None)
+            raise
+        _finish(probe, state, None, result)
+        return result
+
+    return wrapper
+
+
+def _wrap_generator(func: Callable, probe: _Probe) -> Callable:
+    # The PEP 380 expansion of ``yield from``, with a hook on every item.
+    def wrapper(*args, **kwargs):
+        state = _start(probe, args, kwargs)
+        wants_items = probe.wants_items
+        try:
+            inner = func(*args, **kwargs)
+            try:
+                value = next(inner)
+                while True:
+                    if wants_items:
+                        _item(probe, state, value)
+                    try:
+                        sent = yield value
+                    except GeneratorExit:
+                        inner.close()
+                        raise
+                    except BaseException as thrown:
+                        value = inner.throw(thrown)
+                    else:
+                        value = next(inner) if sent is None else inner.send(sent)
+            except StopIteration as stop:
+                result = stop.value
+        except BaseException as exc:
+            _finish(probe, state, exc, None)
+            raise
+        _finish(probe, state, None, result)
+        return result
+
+    return wrapper
+
+
+def _wrap_async_generator(func: Callable, probe: _Probe) -> Callable:
+    async def wrapper(*args, **kwargs):
+        state = _start(probe, args, kwargs)
+        wants_items = probe.wants_items
+        try:
+            inner = func(*args, **kwargs)
+            try:
+                value = await inner.__anext__()
+                while True:
+                    if wants_items:
+                        _item(probe, state, value)
+                    try:
+                        sent = yield value
+                    except GeneratorExit:
+                        await inner.aclose()
+                        raise
+                    except BaseException as thrown:
+                        value = await inner.athrow(thrown)
+                    else:
+                        value = await (inner.__anext__() if sent is None else inner.asend(sent))
+            except StopAsyncIteration:
+                pass
+        except BaseException as exc:
+            _finish(probe, state, exc, None)
+            raise
+        _finish(probe, state, None, None)
+
+    return wrapper
+
+
+def _is_error(exc: BaseException | None, kinds: type | tuple = Exception) -> bool:
+    # GeneratorExit is the close protocol; KeyboardInterrupt, SystemExit and
+    # asyncio.CancelledError are BaseExceptions, so Exception excludes them too.
+    return exc is not None and not isinstance(exc, GeneratorExit) and isinstance(exc, kinds)
+
+
+# --- facade idioms: Histogram.time(), Counter.count_exceptions() ------------------
+
+
+class _TimeProbe(_Probe):
+    def __init__(self, series) -> None:
+        self.metric = series._metric
+        self._observe = series.observe
+
+    def finish(self, state, exc, result) -> None:
+        self._observe(perf_counter() - state)
+
+
+class _ExceptionProbe(_Probe):
+    def __init__(self, series, exception) -> None:
+        self.metric = series._metric
+        self._inc = series.inc
+        self._exception = exception
+
+    def start(self, args, kwargs) -> None:
+        return None
+
+    def finish(self, state, exc, result) -> None:
+        if _is_error(exc, self._exception):
+            self._inc()
+
+
+def time_histogram(series) -> Instrument:
+    """What ``Histogram.time()`` / ``HistogramSeries.time()`` return: observe elapsed seconds."""
+    return Instrument(_TimeProbe(series))
+
+
+def count_exceptions(series, exception: type[BaseException] | tuple = Exception) -> Instrument:
+    """What ``Counter.count_exceptions()`` returns: +1 per call that raises ``exception``.
+
+    The exception still propagates. ``GeneratorExit`` (closing a generator) never counts.
+    """
+    kinds = exception if isinstance(exception, tuple) else (exception,)
+    if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+        raise TypeError(f"{series._metric}: count_exceptions() takes an exception class or a tuple of them, "
+                        f"got {exception!r}")
+    return Instrument(_ExceptionProbe(series, kinds))
+
+
+# --- API calls --------------------------------------------------------------------
+
+
+class _ApiProbe(_Probe):
+    metric = "tinywindow_api_requests_total"
+
+    def __init__(self, service: str, exporter) -> None:
+        # Bound once here, so a call costs two series updates, not label lookups.
+        self._service = service
+        self._inc = exporter._requests.labels(service=service).inc
+        self._observe = exporter._latency.labels(service=service).observe
+        self._errors = exporter._errors
+
+    def finish(self, state, exc, result) -> None:
+        elapsed = perf_counter() - state
+        self._inc()
+        self._observe(elapsed)
+        if exc is not None and _is_error(exc):
+            self._errors.labels(service=self._service, type=type(exc).__name__).inc()
+
+
+def api_call(service: str, *, exporter=None) -> Instrument:
+    """Time an external API call and count it (and its failure) for ``service``.
+
+        @api_call("claude")
+        async def ask(prompt): ...
+
+        with api_call("binance"):
+            exchange.fetch_ticker("BTC/USDT")
+
+    The same series as ``api_exporter.record_request`` (bound once, at decoration).
+    Records ``tinywindow_api_requests_total{service}`` and
+    ``tinywindow_api_latency_seconds{service}`` for every call, and
+    ``tinywindow_api_errors_total{service,type}`` when the call raises an
+    ``Exception`` (``type`` = the exception's class name). Cancellation
+    (``asyncio.CancelledError``), ``KeyboardInterrupt`` and closing a generator
+    count as requests, not errors: put a timeout *inside* the decorated
+    function if timeouts should count as errors.
+    """
+    if exporter is None:
+        from .exporters import api_exporter as exporter
+    return Instrument(_ApiProbe(service, exporter))
+
+
+# --- trades -----------------------------------------------------------------------
+
+TRADE_STATUSES = ("filled", "rejected", "cancelled", "failed")
+"""Every status ``trade()`` records. ``failed`` = the block raised before reporting an outcome."""
+
+
+class TradeOutcome:
+    """The ``t`` in ``with trade("BTC/USDT") as t``: report the outcome once."""
+
+    __slots__ = ("symbol", "status", "pnl", "amount_usd")
+
+    def __init__(self, symbol: str | None) -> None:
+        self.symbol = symbol
+        self.status: str | None = None
+        self.pnl: float | None = None
+        self.amount_usd: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<TradeOutcome {self.symbol} {self.status or 'pending'}>"
+
+    def report(self, status: str, pnl: float | None = None, amount_usd: float | None = None) -> None:
+        """Set the outcome. Raises at once for an unknown status, bad numbers, or a second report."""
+        if status not in TRADE_STATUSES:
+            raise ValueError(f"tinywindow_trades_total: status must be one of {', '.join(TRADE_STATUSES)}, "
+                             f"got {status!r}")
+        if self.status is not None:
+            raise ValueError(f"tinywindow_trades_total: outcome for {self.symbol} already reported "
+                             f"as {self.status!r}")
+        if pnl is not None:
+            _check_number("tinywindow_trade_pnl_usd", pnl, "pnl")
+        if amount_usd is not None:
+            _check_number("tinywindow_trade_amount_usd", amount_usd, "amount_usd")
+        self.status, self.pnl, self.amount_usd = status, pnl, amount_usd
+
+    def filled(self, pnl: float | None = None, amount_usd: float | None = None) -> None:
+        self.report("filled", pnl, amount_usd)
+
+    def rejected(self, amount_usd: float | None = None) -> None:
+        self.report("rejected", None, amount_usd)
+
+    def cancelled(self, amount_usd: float | None = None) -> None:
+        self.report("cancelled", None, amount_usd)
+
+    def failed(self, amount_usd: float | None = None) -> None:
+        self.report("failed", None, amount_usd)
+
+
+def _read_outcome(value: Any) -> tuple[str, float | None, float | None] | None:
+    """(status, pnl, amount_usd) from a status string, a mapping, or an object; None if not an outcome."""
+    if isinstance(value, str):
+        return (value, None, None) if value in TRADE_STATUSES else None
+    if isinstance(value, Mapping):
+        get = value.get
+    else:
+        def get(key, default=None):
+            return getattr(value, key, default)
+    status = get("status")
+    if not isinstance(status, str) or status not in TRADE_STATUSES:
+        return None
+    return status, get("pnl"), get("amount_usd")
+
+
+class _TradeProbe(_Probe):
+    metric = "tinywindow_trades_total"
+    exposes_state = True
+
+    def __init__(self, symbol, default, reject_on, symbol_from, exporter) -> None:
+        self._symbol = symbol
+        self._default = default
+        self._reject_on = reject_on
+        self._symbol_from = symbol_from
+        self._exporter = exporter
+        self._signature: inspect.Signature | None = None
+
+    def start(self, args, kwargs) -> TradeOutcome:
+        symbol = self._symbol
+        if symbol is None and args is not None:
+            try:
+                symbol = self._signature.bind_partial(*args, **kwargs).arguments.get(self._symbol_from)
+            except TypeError:
+                symbol = None  # the call itself raises the TypeError
+        return TradeOutcome(symbol)
+
+    def finish(self, outcome: TradeOutcome, exc, result) -> None:
+        if outcome.status is None:
+            read = _read_outcome(result) if exc is None else None
+            if read is not None:
+                outcome.status, outcome.pnl, outcome.amount_usd = read
+            elif exc is not None and not isinstance(exc, GeneratorExit):
+                outcome.status = "rejected" if isinstance(exc, self._reject_on) else "failed"
+            else:
+                outcome.status = self._default
+        if outcome.symbol is None:
+            raise ValueError("tinywindow_trades_total: no symbol for this trade")
+        self._exporter.record_trade(symbol=outcome.symbol, status=outcome.status,
+                                    pnl=outcome.pnl, amount_usd=outcome.amount_usd)
+
+
+class _TradeInstrument(Instrument):
+    __slots__ = ()
+
+    def __call__(self, func: Callable) -> Callable:
+        probe: _TradeProbe = self._probe  # type: ignore[assignment]
+        if probe._symbol is None:
+            signature = inspect.signature(func)
+            if probe._symbol_from not in signature.parameters:
+                raise TypeError(f"tinywindow_trades_total: trade() without a symbol needs "
+                                f"{func.__qualname__}() to take a {probe._symbol_from!r} argument")
+            # A fresh probe per decorated function: each holds its own signature.
+            probe = _TradeProbe(None, probe._default, probe._reject_on, probe._symbol_from, probe._exporter)
+            probe._signature = signature
+            return Instrument(probe)(func)
+        return super().__call__(func)
+
+    def __enter__(self) -> Any:
+        if self._probe._symbol is None:  # type: ignore[attr-defined]
+            raise TypeError("tinywindow_trades_total: `with trade(...)` needs a symbol")
+        return super().__enter__()
+
+
+def trade(symbol: str | None = None, *, default: str = "filled",
+          reject_on: type[BaseException] | tuple = (), symbol_from: str = "symbol",
+          exporter=None) -> Instrument:
+    """Count one order placement in ``tinywindow_trades_total{status,symbol}``.
+
+        with trade("BTC/USDT") as t:
+            order = exchange.create_order(...)
+            t.filled(pnl=order.pnl, amount_usd=order.cost)
+
+        @trade()                      # symbol from the call's ``symbol`` argument
+        async def place(symbol, side, amount):
+            ...
+            return {"status": "filled", "amount_usd": 1000.0}
+
+    The status (one of :data:`TRADE_STATUSES`) is, in order of precedence:
+    the outcome reported on ``t`` (``t.filled/rejected/cancelled/failed``,
+    even if the block raises afterwards: the order did happen); for the
+    decorator, the return value (a status string, or a mapping / object with
+    ``status`` and optional ``pnl``, ``amount_usd``); ``rejected`` if the call
+    raised one of ``reject_on`` (e.g. ``ccxt.InvalidOrder``); ``failed`` if it
+    raised anything else; otherwise ``default`` (the call returned, or the
+    generator was closed, without reporting). The trade goes through
+    ``trading_exporter.record_trade`` so P&L, notional and win rate stay consistent.
+    """
+    if default not in TRADE_STATUSES:
+        raise ValueError(f"tinywindow_trades_total: default must be one of {', '.join(TRADE_STATUSES)}, "
+                         f"got {default!r}")
+    kinds = reject_on if isinstance(reject_on, tuple) else (reject_on,)
+    if not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+        raise TypeError(f"tinywindow_trades_total: reject_on takes exception classes, got {reject_on!r}")
+    if exporter is None:
+        from .exporters import trading_exporter as exporter
+    if symbol is not None:
+        exporter._trades.labels(status=default, symbol=symbol)  # a bad symbol raises here
+    return _TradeInstrument(_TradeProbe(symbol, default, kinds, symbol_from, exporter))
+
+
+# --- agent decisions ---------------------------------------------------------------
+
+
+def _read_decision(value: Any) -> tuple[str, float] | None:
+    """(action, confidence) from an object, a mapping or a 2-tuple; None if unreadable."""
+    if isinstance(value, tuple) and len(value) == 2:
+        action, confidence = value
+    elif isinstance(value, Mapping):
+        action, confidence = value.get("action"), value.get("confidence")
+    else:
+        action, confidence = getattr(value, "action", None), getattr(value, "confidence", None)
+    action = getattr(action, "value", action)  # an Enum member -> its value
+    if not isinstance(action, str):
+        return None
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+        return None
+    return action, float(confidence)
+
+
+class DecisionRecorder:
+    """The ``d`` in ``with agent_decision("analyst") as d``: call ``d.record(action, confidence)``."""
+
+    __slots__ = ("_probe",)
+
+    def __init__(self, probe: _DecisionProbe) -> None:
+        self._probe = probe
+
+    def record(self, action: str, confidence: float) -> None:
+        self._probe.record((action, confidence), strict=True)
+
+
+class _DecisionProbe(_Probe):
+    metric = "tinywindow_agent_decisions_total"
+    exposes_state = True
+
+    def __init__(self, agent: str, exporter) -> None:
+        self._agent = agent
+        self._exporter = exporter
+        self.wants_items = True
+
+    def start(self, args, kwargs) -> DecisionRecorder:
+        return DecisionRecorder(self)
+
+    def record(self, value: Any, strict: bool = False) -> None:
+        if value is None:
+            return  # the agent made no decision
+        decision = _read_decision(value)
+        if decision is None:
+            if strict:
+                raise TypeError(f"{self.metric}: a decision is (action: str, confidence: number), got {value!r}")
+            _drops.dropped(self.metric, "unreadable_decision", value)
+            return
+        self._exporter.record_decision(self._agent, *decision)
+
+    def item(self, state, value) -> None:
+        self.record(value)
+
+    def finish(self, state, exc, result) -> None:
+        if exc is None:
+            self.record(result)
+
+
+def agent_decision(agent: str, *, exporter=None) -> Instrument:
+    """Record what an agent decided: ``tinywindow_agent_decisions_total{action,agent}``
+    and ``tinywindow_agent_confidence{agent}``.
+
+        @agent_decision("analyst")
+        async def decide(market) -> Decision: ...
+
+    A decision is read from, in order: a 2-tuple ``(action, confidence)``; a
+    mapping with keys ``"action"`` and ``"confidence"``; an object with
+    ``.action`` and ``.confidence`` attributes. ``action`` is a string (an
+    ``Enum`` member's ``.value`` is used), ``confidence`` a number (0..1).
+    Functions: the return value is read; generators and async generators:
+    every yielded item is read (a stream of decisions). ``None`` means "no
+    decision" and records nothing; any other shape records nothing and counts
+    ``tinywindow_otel_dropped_measurements_total{reason="unreadable_decision"}``.
+    A call that raises records no decision. Context-manager form:
+    ``with agent_decision("analyst") as d: d.record("buy", 0.8)``.
+    """
+    if exporter is None:
+        from .exporters import agent_exporter as exporter
+    exporter._confidence.labels(agent=agent)  # a bad agent label raises here
+    return Instrument(_DecisionProbe(agent, exporter))
