@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .catalog import Kind
+from .exposition import Exposition
 from .metrics import REGISTRY, Counter, Gauge, HistogramSeries, MetricRegistry
 
 SCOPE_NAME = "tinywindow_otel"
@@ -189,16 +190,14 @@ class Pipeline:
             elif spec.kind is Kind.GAUGE:
                 meter.create_observable_gauge(spec.name, [_observe(metric)], spec.unit, spec.description)
         self._scrape_lock = threading.Lock()
+        self._exposition = Exposition()
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition for a scrape, negotiated on ``accept`` (text or OpenMetrics)."""
-        from prometheus_client.exposition import choose_encoder
-
-        encoder, content_type = choose_encoder(accept or "")
         # The exporter's collector keeps collected data in a shared queue:
         # concurrent scrapes must not take each other's data.
         with self._scrape_lock:
-            return encoder(self.prometheus_registry), content_type
+            return self._exposition.render(self.prometheus_reader, self.prometheus_registry, accept)
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
         self.provider.shutdown(timeout_millis=timeout_millis)
