@@ -37,6 +37,8 @@ from tinywindow_otel.catalog import ALL_METRICS, BY_NAME, LATENCY_BUCKETS
 from tinywindow_otel.metrics import REGISTRY, CounterSeries, HistogramSeries, MetricRegistry
 
 ATTRS = {"status": "filled", "symbol": "BTC/USDT"}
+# prometheus_client bound inc() on the machine issue 7's absolute budgets were set on.
+REFERENCE_BOUND_INC_NS = 315.0
 
 
 # --- measuring ---------------------------------------------------------------
@@ -491,8 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     targets.append(("labels(..).inc() <= 1.0x prometheus_client", labelled[0] / labelled[1], 1.0))
     targets.append(("labels(..).inc() <= 0.5x raw OTel counter.add", labelled[0] / labelled[2], 0.5))
     targets.append(("histogram observe() <= 1.5x prometheus_client", observe[0] / observe[1], 1.5))
+    # The 2 us budget is absolute, set on a machine where prometheus_client's bound
+    # inc() costs ~315 ns (issue 7); also shown scaled to that machine.
+    scale = REFERENCE_BOUND_INC_NS / bound[1]
     for name, overhead in overheads.items():
         targets.append((f"decorator {name} overhead <= 2 us", None if overhead is None else overhead / 1000, 2.0))
+        if overhead is not None:
+            targets.append((f"  same, scaled to the issue's machine (x{scale:.2f})", overhead * scale / 1000, 2.0))
     hist10k = scrapes.get(("histograms", 10_000))
     targets.append(("scrape 10k histogram series <= 0.3 s", hist10k, 0.3))
     demo = next(v for k, v in scrapes.items() if k[0] == "demo")
