@@ -30,11 +30,12 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.samples import Sample
 
 from . import __version__
 from .catalog import Kind
+from .exposition import Exposition
 from .metrics import REGISTRY, Counter, Gauge, HistogramSeries, MetricRegistry
 
 SCOPE_NAME = "tinywindow_otel"
@@ -247,6 +248,7 @@ class Pipeline:
             elif spec.kind is Kind.GAUGE:
                 meter.create_observable_gauge(spec.name, [_observe(metric)], spec.unit, spec.description)
         self._scrape_lock = threading.Lock()
+        self._exposition = Exposition()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition for a scrape, always in the Prometheus text format.
@@ -257,7 +259,7 @@ class Pipeline:
         # The exporter's collector keeps collected data in a shared queue:
         # concurrent scrapes must not take each other's data.
         with self._scrape_lock:
-            return generate_latest(self.prometheus_registry), CONTENT_TYPE_LATEST
+            return self._exposition.render(self.prometheus_reader, self.prometheus_registry, None)
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
         self.provider.shutdown(timeout_millis=timeout_millis)

@@ -1,0 +1,1 @@
+"""Benchmarks for tinywindow-otel against prometheus_client and the raw OTel SDK (``python -m benchmarks``)."""

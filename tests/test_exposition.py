@@ -1,0 +1,165 @@
+"""The fast /metrics renderer writes exactly what the exporter + prometheus_client would."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.prometheus import _CustomCollector
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client import exposition as text_format
+from prometheus_client.openmetrics import exposition as om_format
+
+from helpers import parse
+from tinywindow_otel.exposition import Exposition, StockTranslation
+from tinywindow_otel.metrics import REGISTRY
+from tinywindow_otel.pipeline import get_pipeline
+
+ESCAPINGS = (om_format.UNDERSCORES, om_format.ALLOWUTF8, om_format.DOTS, om_format.VALUES)
+FORMATS = [(False, e) for e in ESCAPINGS] + [(True, e) for e in ESCAPINGS]
+
+label_values = st.text(
+    alphabet=st.sampled_from(['a', 'Z', '0', ' ', '"', '\\', '\n', '%', 's', '=', ',', '{', '}', 'é', '€', '.', '_']),
+    max_size=8,
+)
+numbers = st.one_of(
+    st.integers(min_value=0, max_value=10**8),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+
+
+def stock(datas, openmetrics: bool, escaping: str) -> bytes:
+    collector = _CustomCollector(disable_target_info=True, scope_info_enabled=False)
+    if openmetrics:
+        encoder = partial(om_format.generate_latest, escaping=escaping, version="1.0.0")
+    else:
+        encoder = partial(text_format.generate_latest, escaping=escaping)
+    return encoder(StockTranslation(collector, datas))
+
+
+def metrics_data(metrics: list[Metric]) -> MetricsData:
+    scope = InstrumentationScope("tinywindow_otel", "0")
+    return MetricsData([ResourceMetrics(Resource.create({}), [ScopeMetrics(scope, metrics, "")], "")])
+
+
+def number_point(attributes, value) -> NumberDataPoint:
+    return NumberDataPoint(attributes=attributes, start_time_unix_nano=1, time_unix_nano=2, value=value)
+
+
+def histogram_point(attributes, counts, total, bounds) -> HistogramDataPoint:
+    return HistogramDataPoint(attributes=attributes, start_time_unix_nano=1, time_unix_nano=2, count=sum(counts),
+                              sum=total, bucket_counts=counts, explicit_bounds=bounds, min=0.0, max=0.0)
+
+
+def build(rows) -> MetricsData:
+    """rows: [(label value a, label value b, number, histogram counts, histogram sum)]."""
+    counter_points = [number_point({"status": a, "symbol": b}, abs(v) if v == v else v) for a, b, v, _, _ in rows]
+    gauge_points = [number_point({"symbol": a, "odd.key": b}, v) for a, b, v, _, _ in rows]
+    bounds = (-100.0, 0.0, 0.5, 2500.0)
+    hist_points = [histogram_point({"service": a + b}, counts, total, bounds) for a, b, _, counts, total in rows]
+    sparse = [number_point({"only_a": a} if i % 2 else {"only_b": b}, i) for i, (a, b, *_) in enumerate(rows)]
+    return metrics_data([
+        Metric("tinywindow_trades_total", "Trades \"by\" status\\n\nline", "{trade}",
+               Sum(counter_points, AggregationTemporality.CUMULATIVE, True)),
+        Metric("tinywindow_win_rate", "percent", "%", Gauge(gauge_points)),
+        Metric("tinywindow_open_orders", "up-down", "", Sum(gauge_points, AggregationTemporality.CUMULATIVE, False)),
+        Metric("tinywindow_latency_seconds", "latency", "s", Histogram(hist_points, AggregationTemporality.CUMULATIVE)),
+        Metric("tinywindow_sparse", "backfilled labels", "1", Gauge(sparse)),
+        Metric("tinywindow_empty_total", "no points", "", Sum([], AggregationTemporality.CUMULATIVE, True)),
+    ])
+
+
+rows_strategy = st.lists(
+    st.tuples(label_values, label_values, numbers, st.lists(st.integers(0, 3000), min_size=5, max_size=5),
+              st.floats(allow_nan=False, allow_infinity=False, width=32)),
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=rows_strategy, second=rows_strategy)
+def test_fast_rendering_is_byte_identical_to_the_stock_path(first, second):
+    exposition = Exposition()
+    for openmetrics, escaping in FORMATS:
+        # Twice with different data: the second run renders from the warm cache.
+        for rows in (first, second, first):
+            data = build(rows)
+            assert exposition.render_data(data, openmetrics, escaping) == stock([data], openmetrics, escaping)
+
+
+def test_without_negative_bounds_it_matches_unmodified_prometheus_client():
+    data = build([("x", "y", 3, [1, 2, 3, 4, 5], 12.5)])
+    collector = _CustomCollector(disable_target_info=True, scope_info_enabled=False)
+    # Drop the negative-bound histogram: prometheus_client alone would omit its _count/_sum.
+    metrics = [m for m in data.resource_metrics[0].scope_metrics[0].metrics if m.name != "tinywindow_latency_seconds"]
+    data = metrics_data(metrics)
+    collector.add_metrics_data(data)
+
+    class Registry:
+        collect = staticmethod(collector.collect)
+
+    assert Exposition().render_data(data, False, om_format.UNDERSCORES) == text_format.generate_latest(Registry())
+
+
+def test_negative_bound_histogram_keeps_count_and_sum_like_otlp():
+    data = build([("x", "", 0, [1, 2, 0, 0, 1], -75.5)])
+    families = parse(Exposition().render_data(data, False, om_format.UNDERSCORES).decode())
+    samples = {s.name: s.value for s in families["tinywindow_latency_seconds"].samples if s.name != "tinywindow_latency_seconds_bucket"}
+    assert samples == {"tinywindow_latency_seconds_count": 4.0, "tinywindow_latency_seconds_sum": -75.5}
+
+
+def test_shapes_it_does_not_handle_fall_back_to_the_stock_translation():
+    # Two metrics mapping to one family: the stock collector merges them.
+    points = [number_point({"a": "1"}, 1.0)]
+    data = metrics_data([
+        Metric("x.y", "d", "", Gauge(points)),
+        Metric("x_y", "d", "", Gauge([number_point({"a": "2"}, 2.0)])),
+    ])
+    from tinywindow_otel.exposition import Unsupported
+
+    with pytest.raises(Unsupported):
+        Exposition().render_data(data, False, om_format.UNDERSCORES)
+    assert b'x_y{a="2"} 2.0' in stock([data], False, om_format.UNDERSCORES)
+
+
+def test_pipeline_scrape_equals_the_stock_rendering_of_the_same_collection():
+    """/metrics is always the Prometheus text format (ADR 2), whatever the Accept header."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    from tinywindow_otel.demo import TradingSimulation
+
+    simulation = TradingSimulation(seed=7)
+    simulation.initialise_series()
+    for _ in range(50):
+        simulation.tick()
+    REGISTRY.by_attr("trades_total").labels(status='we"ird\\', symbol="new\nline").inc(2)
+    pipeline = get_pipeline()
+    body, content_type = pipeline.render()
+    encoder, expected_type = text_format.choose_encoder("")
+    assert content_type == expected_type
+    # Render the next collection both ways; nothing changes between them but timestamps.
+    reader = pipeline.prometheus_reader
+    reader.collect()
+    datas = list(reader._collector._metrics_datas)
+    reader._collector._metrics_datas.clear()
+    assert len(datas) == 1
+    fmt = (encoder.func is om_format.generate_latest, encoder.keywords.get("escaping", om_format.UNDERSCORES)) \
+        if isinstance(encoder, partial) else (False, om_format.UNDERSCORES)
+    assert Exposition().render_data(datas[0], *fmt) == encoder(StockTranslation(reader._collector, datas))
+    assert body == pipeline.render()[0]
+    assert isinstance(reader, PrometheusMetricReader)

@@ -1,0 +1,102 @@
+"""Regression guards for the hot path and the scrape cache; none of them is timed.
+
+The numbers live in ``python -m benchmarks``; these tests pin the structural
+reasons the numbers are good, so a refactor that loses them fails here on
+any machine.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tracemalloc
+from pathlib import Path
+
+from tinywindow_otel import exposition as exposition_module
+from tinywindow_otel import metrics as metrics_module
+from tinywindow_otel.metrics import REGISTRY
+from tinywindow_otel.pipeline import get_pipeline
+
+CALLS = 5000
+
+
+def test_labels_returns_the_cached_child_by_name_and_by_position():
+    trades = REGISTRY.by_attr("trades_total")
+    child = trades.labels(status="filled", symbol="BTC/USDT")
+    assert trades.labels(status="filled", symbol="BTC/USDT") is child
+    assert trades.labels(symbol="BTC/USDT", status="filled") is child
+    assert trades.labels("filled", "BTC/USDT") is child
+    assert len(trades.series()) == 1
+
+
+def _hot_path_calls() -> None:
+    trades = REGISTRY.by_attr("trades_total")
+    latency = REGISTRY.by_attr("api_latency_seconds")
+    value = REGISTRY.by_attr("portfolio_value_usd")
+    bound = trades.labels("filled", "BTC/USDT")
+    for i in range(CALLS):
+        trades.labels(status="filled", symbol="BTC/USDT").inc()
+        bound.inc(2)
+        latency.labels(service="claude").observe(0.25)
+        value.set(50_000.0 + i)
+
+
+def test_hot_path_keeps_no_memory_after_warm_up():
+    _hot_path_calls()  # warm-up: creates the series (and the pipeline)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        blocks = sys.getallocatedblocks()
+        _hot_path_calls()
+        gc.collect()
+        grown_blocks = sys.getallocatedblocks() - blocks
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    metrics_file = str(Path(metrics_module.__file__))
+    growth = [
+        stat for stat in after.compare_to(before, "lineno")
+        if stat.traceback[0].filename == metrics_file and stat.size_diff > 0
+    ]
+    # No attribute dict, tuple or child kept per call (4 * CALLS calls above);
+    # a handful of blocks is a value itself (a bucket count past the small-int cache).
+    assert sum(stat.count_diff for stat in growth) < 10, growth
+    assert grown_blocks < CALLS // 10, grown_blocks
+    assert REGISTRY.by_attr("trades_total").labels("filled", "BTC/USDT").get() == 3 * 2 * CALLS
+
+
+def test_scrape_cache_holds_live_series_only():
+    pipeline = get_pipeline()
+    positions = REGISTRY.by_attr("active_positions")
+    latency = REGISTRY.by_attr("api_latency_seconds")
+    for i in range(50):
+        positions.labels(symbol=f"SYM{i}").set(i)
+        latency.labels(service=f"svc{i}").observe(0.1)
+    pipeline.render()
+
+    def cached() -> int:
+        return sum(len(family.series) for family in pipeline._exposition._families.values())
+
+    assert cached() == 100
+    for i in range(45):
+        positions.remove(f"SYM{i}")
+    latency.clear()
+    body, _ = pipeline.render()
+    assert cached() == 5
+    assert b"SYM0" not in body and b'symbol="SYM49"' in body
+
+
+def test_repeated_scrapes_reuse_cached_line_text():
+    latency = REGISTRY.by_attr("api_latency_seconds")
+    latency.labels(service="claude").observe(0.3)
+    pipeline = get_pipeline()
+    pipeline.render()
+    [family] = [f for f in pipeline._exposition._families.values() if f.kind == "histogram"]
+    [entry] = family.series.values()
+    template = entry.prefixes[0]
+    latency.labels(service="claude").observe(0.7)
+    body, _ = pipeline.render()
+    assert entry.prefixes[0] is template  # not rebuilt for a series that only changed value
+    assert b'tinywindow_api_latency_seconds_count{service="claude"} 2.0' in body
+    assert exposition_module.Exposition is type(pipeline._exposition)
