@@ -6,6 +6,7 @@ be tested (and property-tested) on its own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 
@@ -61,6 +62,18 @@ class PortfolioState:
         unknown = set(data) - {"peak", "day", "day_start_value"}
         if unknown:
             raise ValueError(f"portfolio state: unknown field(s) {', '.join(sorted(unknown))}")
+        # Reject bad state here, not on the next portfolio update in the trading loop.
+        for field in ("peak", "day_start_value"):
+            value = data.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ValueError(f"portfolio state: {field} must be a finite number or None, got {value!r}")
+        day = data.get("day")
+        if day is not None:
+            try:
+                date.fromisoformat(day)
+            except (TypeError, ValueError):
+                raise ValueError(f"portfolio state: day must be an ISO date string or None, got {day!r}") from None
         return cls(**data)
 
 
