@@ -19,8 +19,10 @@ PREFIX = "tinywindow_"
 SELF_PREFIX = "tinywindow_otel_"
 
 # Default cap on distinct label sets per metric; beyond it new label sets fold
-# into one overflow series (see docs/decisions.md).
+# into one overflow series (see docs/decisions.md). Symbols come from data
+# (exchange listings), so symbol-labelled metrics get a tighter cap per symbol.
 DEFAULT_MAX_SERIES = 2000
+MAX_SYMBOLS = 500
 
 
 class Kind(str, Enum):
@@ -79,12 +81,14 @@ C, G, H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
 # The 18 metrics of seed/monitoring.md, in the seed's order.
 CATALOG: tuple[MetricSpec, ...] = (
     # Trade metrics
-    MetricSpec("tinywindow_trades_total", C, "Total trades by status and symbol.", ("status", "symbol"), "{trade}"),
+    MetricSpec("tinywindow_trades_total", C, "Total trades by status and symbol.", ("status", "symbol"), "{trade}",
+               max_series=4 * MAX_SYMBOLS),  # ~4 statuses per symbol
     MetricSpec("tinywindow_trade_pnl_usd", H, "Realised P&L per closed trade in USD; losses are negative.", (), "usd", PNL_BUCKETS),
-    MetricSpec("tinywindow_trade_amount_usd", H, "Notional amount per trade in USD.", ("symbol",), "usd", AMOUNT_BUCKETS),
+    MetricSpec("tinywindow_trade_amount_usd", H, "Notional amount per trade in USD.", ("symbol",), "usd", AMOUNT_BUCKETS, MAX_SYMBOLS),
     MetricSpec("tinywindow_win_rate", G, "Percent (0-100) of closed trades with pnl > 0 among those with pnl != 0.", (), "{percent}"),
     # Position metrics
-    MetricSpec("tinywindow_active_positions", G, "Signed position size by symbol; symbols absent from the latest update are removed.", ("symbol",), "{position}"),
+    MetricSpec("tinywindow_active_positions", G, "Signed position size by symbol; symbols absent from the latest update are removed.", ("symbol",), "{position}",
+               max_series=MAX_SYMBOLS),
     MetricSpec("tinywindow_portfolio_value_usd", G, "Total portfolio value (mark-to-market) in USD.", (), "usd"),
     MetricSpec("tinywindow_unrealized_pnl_usd", G, "Unrealised P&L in USD, signed.", (), "usd"),
     # Risk metrics
@@ -110,6 +114,11 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
         "tinywindow_otel_dropped_measurements_total", C,
         "Measurements dropped by the SDK instead of raising (NaN, infinity, export failure).",
         ("metric", "reason"), "{measurement}",
+    ),
+    MetricSpec(
+        "tinywindow_otel_label_values_sanitized_total", C,
+        "Label values rewritten by the SDK instead of raising (invalid UTF-8, longer than the limit).",
+        ("metric", "reason"), "{value}",
     ),
     MetricSpec(
         "tinywindow_otel_cardinality_overflow_total", C,

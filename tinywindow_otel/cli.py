@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,10 +22,45 @@ def _demo(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    with MetricsServer(args.host, args.port) as server:
+    with MetricsServer(args.host, args.port, tls=_tls(args), auth=_auth(args)) as server:
         print(f"tinywindow-otel demo: serving {server.url} (Ctrl-C to stop)", flush=True)
         demo.run(stop, ticks_per_second=args.rate, seed=args.seed)
     print("tinywindow-otel demo: stopped", flush=True)
+    return 0
+
+
+def _tls(args: argparse.Namespace):
+    """TLS from the flags; None leaves it to the environment (security.TLSConfig.from_env)."""
+    from .security import TLSConfig
+
+    if not args.tls_cert:
+        if args.tls_key or args.tls_client_ca:
+            raise SystemExit("tinywindow-otel demo: --tls-key/--tls-client-ca need --tls-cert")
+        return None
+    return TLSConfig(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
+def _auth(args: argparse.Namespace):
+    from .security import ENV_AUTH_HASH, BasicAuth, read_hash_file
+
+    if not args.basic_auth_user:
+        return None
+    stored = read_hash_file(args.basic_auth_hash_file) if args.basic_auth_hash_file else os.environ.get(ENV_AUTH_HASH)
+    if not stored:
+        raise SystemExit(f"tinywindow-otel demo: --basic-auth-user needs --basic-auth-hash-file or {ENV_AUTH_HASH}")
+    return BasicAuth(args.basic_auth_user, stored)
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .security import hash_password
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("tinywindow-otel hash-password: empty password", file=sys.stderr)
+        return 2
+    print(hash_password(password, iterations=args.iterations))
     return 0
 
 
@@ -44,7 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0 = any free port)")
     demo.add_argument("--rate", type=float, default=5.0, help="simulation ticks per second (default 5)")
     demo.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
+    demo.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (env TINYWINDOW_OTEL_TLS_CERT_FILE)")
+    demo.add_argument("--tls-key", help="PEM private key for --tls-cert (if not in the cert file)")
+    demo.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    demo.add_argument("--basic-auth-user", help="require HTTP basic auth on /metrics with this username")
+    demo.add_argument("--basic-auth-hash-file",
+                      help="file holding the password hash (see hash-password; "
+                           "else env TINYWINDOW_OTEL_BASIC_AUTH_PASSWORD_HASH)")
     demo.set_defaults(func=_demo)
+
+    hashing = commands.add_parser("hash-password", help="read a password from stdin, print its hash for basic auth")
+    hashing.add_argument("--iterations", type=int, default=200_000, help="PBKDF2 iterations (default 200000)")
+    hashing.set_defaults(func=_hash_password)
 
     docs = commands.add_parser("docs", help="print docs/metrics.md, generated from the catalog")
     docs.set_defaults(func=_docs)

@@ -37,17 +37,16 @@ class TradingExporter:
         # Validate everything before recording anything: a bad argument must
         # not leave a half-recorded trade behind.
         trades = self._trades.labels(status=status, symbol=symbol)
-        if pnl is not None:
-            _check_number(self._pnl.name, pnl, "pnl")
+        pnl_value = _check_number(self._pnl.name, pnl, "pnl") if pnl is not None else None
         amount = self._amount.labels(symbol=symbol) if amount_usd is not None else None
         if amount_usd is not None:
             _check_number(self._amount.name, amount_usd, "amount_usd")
         trades.inc()
         if amount is not None:
             amount.observe(amount_usd)
-        if pnl is not None:
+        if pnl_value is not None:
             self._pnl.observe(pnl)
-            self._count_outcome(pnl)
+            self._count_outcome(pnl_value)  # the float: a huge int counts as dropped, not as a win
 
     def reset(self) -> None:
         """Forget the win/loss tally (e.g. at the start of a new trading session)."""
@@ -133,6 +132,10 @@ class PortfolioExporter:
                                 f"got {type(prices).__name__}")
             for symbol, price in prices.items():
                 _check_number(self._leverage.name, price, f"price for {symbol!r}")
+        if now is not None and not isinstance(now, datetime):
+            raise TypeError(f"{self._daily.name}: now must be a datetime, got {type(now).__name__}")
+        # Compare canonical label values: a non-str key (say 1) is stored as "1".
+        keep = {child.label_values for child in series.values()}
 
         with self._lock:
             self._value.set(value)
@@ -140,7 +143,7 @@ class PortfolioExporter:
             for symbol, size in sizes.items():
                 series[symbol].set(size)
             for child in self._positions.series():
-                if child.label_values[0] not in sizes:
+                if child.label_values not in keep:
                     self._positions.remove(*child.label_values)
             if leverage is not None:
                 self._leverage.set(leverage)
@@ -224,7 +227,9 @@ class APIExporter:
         _check_number(self._latency.name, latency_seconds, "latency_seconds")
         errors = None
         if not success:
-            errors = self._errors.labels(service=service, type=error_type or UNKNOWN_ERROR_TYPE)
+            # Only "not given" means unknown: a falsy wrong type ([] or 0) must still raise.
+            kind = UNKNOWN_ERROR_TYPE if error_type is None or error_type == "" else error_type
+            errors = self._errors.labels(service=service, type=kind)
         requests.inc()
         latency.observe(latency_seconds)
         if errors is not None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from numbers import Real
 
 from .catalog import ALL_METRICS, Kind, MetricSpec
@@ -26,7 +27,13 @@ from .catalog import ALL_METRICS, Kind, MetricSpec
 _log = logging.getLogger("tinywindow_otel")
 
 OVERFLOW_LABEL_VALUE = "__overflow__"
+# Label values longer than this are truncated (and counted): one runaway value
+# from a data feed must not make every scrape megabytes long.
+MAX_LABEL_VALUE_LENGTH = 256
 _INF = math.inf
+# Comparing against the largest float (not infinity) also rejects ints too
+# large to convert to float, at the same cost on the hot path.
+_MAX = sys.float_info.max
 # One log line per (metric, reason) at most this often: telemetry must not
 # flood the trading system's logs when a feed goes bad.
 _LOG_INTERVAL_S = 60.0
@@ -43,7 +50,14 @@ class _DropReporter:
         registry = self.registry
         if registry is not None:
             registry.get("tinywindow_otel_dropped_measurements_total").labels(metric, reason).inc()
-        self._log_rarely(metric, reason, "dropped a measurement of %s (%s): %r", metric, reason, value)
+        self._log_rarely(metric, reason, "dropped a measurement of %s (%s): %.80r", metric, reason, value)
+
+    def sanitized(self, metric: str, label: str, reason: str) -> None:
+        registry = self.registry
+        if registry is not None:
+            registry.get("tinywindow_otel_label_values_sanitized_total").labels(metric, reason).inc()
+        self._log_rarely(metric, "label_" + reason, "%s: label %r had a value that is %s; it was rewritten",
+                         metric, label, reason.replace("_", " "))
 
     def overflowed(self, metric: str, limit: int) -> None:
         registry = self.registry
@@ -68,10 +82,21 @@ _drops = _DropReporter()
 
 
 def _check_number(metric: str, value: object, what: str = "value") -> float:
-    """Return ``value`` as a float, raising TypeError for anything non-numeric."""
+    """Return ``value`` as a float, raising TypeError for anything non-numeric.
+
+    Numbers beyond float range (huge ints, Fractions) become +-inf, which the
+    callers drop and count like any other infinity: that is data, not a bug.
+    """
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{metric}: {what} must be a real number, got {type(value).__name__} {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return _INF if value > 0 else -_INF
+
+
+def _drop_reason(value: float) -> str:
+    return "nan" if math.isnan(value) else "inf"
 
 
 # --- series (bound children) -------------------------------------------------
@@ -101,18 +126,22 @@ class CounterSeries(_Series):
         """Increment by ``amount`` (>= 0). NaN/inf are dropped and counted."""
         cls = amount.__class__
         # Fast path: an int or finite float >= 0 (NaN fails ``>= 0``).
-        if (cls is int or cls is float) and 0 <= amount < _INF:
-            with self._lock:
-                self._value += amount
-            return
-        value = _check_number(self._metric, amount, "increment")
-        if math.isnan(value) or math.isinf(value):
-            _drops.dropped(self._metric, "nan" if math.isnan(value) else "inf", amount)
-            return
-        if value < 0:
-            raise ValueError(f"{self._metric}: counters can only be incremented by non-negative amounts, got {amount!r}")
+        if not ((cls is int or cls is float) and 0 <= amount <= _MAX):
+            value = _check_number(self._metric, amount, "increment")
+            if math.isnan(value) or math.isinf(value):
+                _drops.dropped(self._metric, _drop_reason(value), amount)
+                return
+            if value < 0:
+                raise ValueError(f"{self._metric}: counters can only be incremented by non-negative amounts, "
+                                 f"got {amount!r}")
+            amount = value
         with self._lock:
-            self._value += value
+            total = self._value + amount
+            if total != _INF:
+                self._value = total
+                return
+        # A total beyond float range would pin the counter at +Inf for good.
+        _drops.dropped(self._metric, "overflow", amount)
 
     def get(self) -> float:
         return self._value
@@ -139,13 +168,21 @@ class GaugeSeries(_Series):
 
     def _finite(self, value: object) -> float | None:
         cls = value.__class__
-        if (cls is float or cls is int) and -_INF < value < _INF:
+        if (cls is float or cls is int) and -_MAX <= value <= _MAX:
             return value  # type: ignore[return-value]
         number = _check_number(self._metric, value)
         if math.isnan(number) or math.isinf(number):
-            _drops.dropped(self._metric, "nan" if math.isnan(number) else "inf", value)
+            _drops.dropped(self._metric, _drop_reason(number), value)
             return None
         return number
+
+    def _add(self, amount: float) -> None:
+        with self._lock:
+            total = self._value + amount
+            if -_INF < total < _INF:
+                self._value = total
+                return
+        _drops.dropped(self._metric, "overflow", amount)
 
     def set(self, value: float) -> None:
         """Set to ``value``. NaN/inf are dropped (the previous value stays) and counted."""
@@ -156,14 +193,12 @@ class GaugeSeries(_Series):
     def inc(self, amount: float = 1) -> None:
         number = self._finite(amount)
         if number is not None:
-            with self._lock:
-                self._value += number
+            self._add(number)
 
     def dec(self, amount: float = 1) -> None:
         number = self._finite(amount)
         if number is not None:
-            with self._lock:
-                self._value -= number
+            self._add(-number)
 
     def get(self) -> float:
         return self._value
@@ -193,20 +228,25 @@ class HistogramSeries(_Series):
     def observe(self, value: float) -> None:
         """Record one observation. NaN/inf are dropped and counted."""
         cls = value.__class__
-        if not ((cls is float or cls is int) and -_INF < value < _INF):
+        if not ((cls is float or cls is int) and -_MAX <= value <= _MAX):
             number = _check_number(self._metric, value)
             if math.isnan(number) or math.isinf(number):
-                _drops.dropped(self._metric, "nan" if math.isnan(number) else "inf", value)
+                _drops.dropped(self._metric, _drop_reason(number), value)
                 return
             value = number
         index = bisect_left(self._bounds, value)
         with self._lock:
-            self._counts[index] += 1
-            self._sum += value
-            if value < self._min:
-                self._min = value
-            if value > self._max:
-                self._max = value
+            total = self._sum + value
+            if -_INF < total < _INF:
+                self._counts[index] += 1
+                self._sum = total
+                if value < self._min:
+                    self._min = value
+                if value > self._max:
+                    self._max = value
+                return
+        # A sum beyond float range would make _sum (and any mean) +-Inf for good.
+        _drops.dropped(self._metric, "overflow", value)
 
     def time(self):
         """Decorator / context manager observing elapsed seconds (sync, async, generators)."""
@@ -247,6 +287,19 @@ class _Metric:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} labels={list(self._labelnames)}>"
+
+    def set_max_series(self, limit: int) -> None:
+        """Cap the distinct label sets of this metric (the catalog sets a default).
+
+        Beyond the cap, new label sets fold into one series whose label values
+        are all ``__overflow__``, counted in
+        ``tinywindow_otel_cardinality_overflow_total``. Lowering the cap below
+        the current count keeps existing series; only new ones fold.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"{self.name}: max_series must be a positive int, got {limit!r}")
+        with self._lock:
+            self.max_series = limit
 
     def labels(self, *values: object, **kwargs: object):
         """Return the series for these label values (cached; create on first use).
@@ -289,7 +342,8 @@ class _Metric:
         canonical = []
         for name, value in zip(self._labelnames, values):
             if isinstance(value, str):
-                canonical.append(value)
+                canonical.append(value if value.isascii() and len(value) <= MAX_LABEL_VALUE_LENGTH
+                                 else self._sanitize(name, value))
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 canonical.append(str(value))
             else:
@@ -297,6 +351,22 @@ class _Metric:
                     f"{self.name}: label {name!r} must be a string (or number), got {type(value).__name__} {value!r}"
                 )
         return tuple(canonical)
+
+    def _sanitize(self, label: str, value: str) -> str:
+        """A label value the exposition can carry: valid UTF-8, bounded length.
+
+        Such values come from data (an exchange's symbol, an error string),
+        so they are rewritten and counted rather than raised.
+        """
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: every scrape would fail to encode
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+            _drops.sanitized(self.name, label, "invalid_utf8")
+        if len(value) > MAX_LABEL_VALUE_LENGTH:
+            value = value[:MAX_LABEL_VALUE_LENGTH]
+            _drops.sanitized(self.name, label, "too_long")
+        return value
 
     def _new_child(self, values: tuple) -> _Series:
         canonical = self._canonical(values)
@@ -444,6 +514,20 @@ class MetricRegistry:
 
     def by_attr(self, attr: str) -> _Metric:
         return self._metrics["tinywindow_" + attr]
+
+    def set_limits(self, limits: Mapping[str, int]) -> None:
+        """Set series caps for several metrics at once, by name or Python name.
+
+            REGISTRY.set_limits({"trades_total": 4000, "tinywindow_active_positions": 200})
+        """
+        resolved = []
+        for key, limit in limits.items():
+            metric = self._metrics.get(key) or self._metrics.get("tinywindow_" + str(key))
+            if metric is None:
+                raise ValueError(f"set_limits: unknown metric {key!r}")
+            resolved.append((metric, limit))
+        for metric, limit in resolved:  # validate all names before changing any cap
+            metric.set_max_series(limit)
 
     def set_first_use_hook(self, hook: Callable[[], None] | None) -> None:
         """Called once, when the first series is created (starts the OTel pipeline lazily)."""

@@ -148,8 +148,12 @@ class PortfolioState:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not math.isfinite(value)):
                 raise ValueError(f"portfolio state: {name} must be a finite number or null, got {value!r}")
-        if data.get("day") is not None:
-            date.fromisoformat(data["day"])  # raises ValueError naming the bad date
+        day = data.get("day")
+        if day is not None:
+            try:
+                date.fromisoformat(day)
+            except (TypeError, ValueError):
+                raise ValueError(f"portfolio state: day must be an ISO date string or None, got {day!r}") from None
         returns = data.get("returns") or []
         if not isinstance(returns, list) or not all(
                 isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) for r in returns):
