@@ -120,8 +120,6 @@ def test_every_seed_alert_reaches_alertmanager_and_every_panel_has_data(driver):
             return {"DailyLossExceeded", "DrawdownExceeded", "KillSwitchActivated", "CircuitBreakerTripped"} <= names
         wait_until(paged, timeout=30, interval=0.25, what="critical alerts delivered to the pager webhook")
         assert all(ok for _, ok, _ in stack.sink.notifications)
-        assert not [p for p, _, payload in stack.sink.notifications if p == "/chat"
-                    for a in payload["alerts"] if a["labels"]["alertname"] in ("LargePositionSize", "HighLeverage")]
 
         assert set(rule_health(stack).values()) == {"ok"}
 
