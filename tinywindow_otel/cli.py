@@ -1,4 +1,4 @@
-"""The ``tinywindow-otel`` command: ``demo`` (and ``docs``)."""
+"""The ``tinywindow-otel`` command: ``demo``, ``stack``, ``hash-password`` and ``docs``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,22 @@ def _hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack(args: argparse.Namespace) -> int:
+    from . import stack
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        return stack.run(host=args.host, port=args.port, prometheus_port=args.prometheus_port,
+                         alertmanager_port=args.alertmanager_port, interval=args.interval,
+                         fast_alerts=args.fast_alerts, assets=args.assets, rate=args.rate, seed=args.seed,
+                         stop=stop, out=lambda line: print(line, flush=True))
+    except stack.StackError as exc:
+        print(f"tinywindow-otel stack: {exc}", file=sys.stderr)
+        return 1
+
+
 def _docs(args: argparse.Namespace) -> int:
     from .catalog import render_markdown
 
@@ -92,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     hashing = commands.add_parser("hash-password", help="read a password from stdin, print its hash for basic auth")
     hashing.add_argument("--iterations", type=int, default=200_000, help="PBKDF2 iterations (default 200000)")
     hashing.set_defaults(func=_hash_password)
+
+    stack = commands.add_parser("stack", help="run the demo with a local Prometheus and Alertmanager (no docker)")
+    stack.add_argument("--host", default=DEFAULT_HOST, help=f"loopback address for all three (default {DEFAULT_HOST})")
+    stack.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"demo /metrics port (default {DEFAULT_PORT}; 0 = free)")
+    stack.add_argument("--prometheus-port", type=int, default=9090, help="default 9090; 0 = free")
+    stack.add_argument("--alertmanager-port", type=int, default=9093, help="default 9093; 0 = free")
+    stack.add_argument("--interval", default="5s", help="scrape and rule evaluation interval (default 5s)")
+    stack.add_argument("--fast-alerts", action="store_true", help="shorten every non-zero alert `for:` to 10s")
+    stack.add_argument("--assets", default=None, help="directory holding alerts/ (default: cwd or the checkout)")
+    stack.add_argument("--rate", type=float, default=5.0, help="simulation ticks per second (default 5)")
+    stack.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
+    stack.set_defaults(func=_stack)
 
     docs = commands.add_parser("docs", help="print docs/metrics.md, generated from the catalog")
     docs.set_defaults(func=_docs)

@@ -1,0 +1,159 @@
+"""Shared by the monitoring tests: asset paths, loaders, and PromQL references checked against the catalog."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from prometheus_client.utils import floatToGoString
+
+from tinywindow_otel.catalog import ALL_METRICS, CATALOG, Kind, MetricSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "alerts" / "tinywindow.rules.yml"
+RULE_TESTS = ROOT / "alerts" / "tests" / "tinywindow.rules.test.yml"
+ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
+PROMETHEUS = ROOT / "prometheus" / "prometheus.yml"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+DASHBOARDS = ROOT / "dashboards"
+DASHBOARD_UIDS = ("tinywindow-trading", "tinywindow-risk", "tinywindow-system")
+
+# The seed's alert table (seed/monitoring.md): name -> (severity, comparison, threshold).
+SEED_ALERTS = {
+    "DailyLossExceeded": ("critical", "<", -10.0),
+    "DrawdownExceeded": ("critical", ">", 15.0),
+    "HighAPIErrorRate": ("warning", ">", 0.1),
+    "CircuitBreakerTripped": ("critical", ">", 0.0),
+    "KillSwitchActivated": ("critical", ">", 0.0),
+    "LargePositionSize": ("warning", ">", 0.0),   # > 0 trades above the $10K bucket
+    "HighLeverage": ("warning", ">", 15.0),
+    "HighAPILatency": ("warning", ">", 5.0),
+}
+ENDPOINT_ALERTS = ("MetricsEndpointDown", "MetricsEndpointAbsent")
+
+# The seed's dashboard panels: uid -> [(title, allowed Grafana panel types)].
+SEED_PANELS = {
+    "tinywindow-trading": [
+        ("Portfolio Value", {"timeseries"}), ("Daily P&L", {"stat"}), ("Win Rate", {"stat"}),
+        ("Trade Volume by Symbol", {"barchart", "bargauge"}), ("Active Positions", {"stat"}),
+        ("Unrealized P&L", {"stat"}),
+    ],
+    "tinywindow-risk": [
+        ("Current Drawdown", {"stat"}), ("Leverage Ratio", {"stat"}), ("Value at Risk", {"stat"}),
+        ("Drawdown Over Time", {"timeseries"}), ("Circuit Breaker Trips", {"stat"}),
+        ("Kill Switch Activations", {"stat"}),
+    ],
+    "tinywindow-system": [
+        ("API Latency", {"timeseries"}), ("API Request Rate", {"timeseries"}), ("API Errors", {"timeseries"}),
+        ("API Error Rate", {"stat"}), ("Agent Decisions", {"timeseries"}),
+        ("Agent Confidence Distribution", {"barchart", "bargauge"}),
+    ],
+}
+
+# Labels Prometheus adds to every scraped series.
+TARGET_LABELS = {"job", "instance"}
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def load_rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def alerts_by_name() -> dict[str, dict]:
+    return {rule["alert"]: rule for rule in load_rules() if "alert" in rule}
+
+
+def load_dashboards() -> dict[str, dict]:
+    return {uid: json.loads((DASHBOARDS / f"{uid}.json").read_text()) for uid in DASHBOARD_UIDS}
+
+
+def panel_targets(dashboard: dict):
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+def le_value(bound: float) -> str:
+    """How the exposition spells a bucket boundary (prometheus_client's formatting)."""
+    return floatToGoString(bound)
+
+
+@dataclass(frozen=True)
+class Reference:
+    sample: str            # as written in PromQL, e.g. tinywindow_api_latency_seconds_bucket
+    spec: MetricSpec | None
+    matchers: dict[str, str]
+
+
+_SELECTOR = re.compile(r"\b((?:tinywindow_|up\b)[A-Za-z0-9_]*)\s*(\{[^}]*\})?")
+_MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+
+
+def spec_for_sample(sample: str) -> MetricSpec | None:
+    by_exposed = {spec.exposed_name: spec for spec in ALL_METRICS}
+    if sample in by_exposed:
+        return by_exposed[sample]
+    for suffix in HISTOGRAM_SUFFIXES:
+        base = sample[: -len(suffix)]
+        if sample.endswith(suffix) and base in by_exposed and by_exposed[base].kind is Kind.HISTOGRAM:
+            return by_exposed[base]
+    return None
+
+
+def references(expr: str) -> list[Reference]:
+    refs = []
+    for match in _SELECTOR.finditer(expr):
+        sample = match.group(1)
+        matchers = {name: value for name, _, value in _MATCHER.findall(match.group(2) or "")}
+        refs.append(Reference(sample, None if sample == "up" else spec_for_sample(sample), matchers))
+    return refs
+
+
+def grouping_labels(expr: str) -> set[str]:
+    return {label.strip() for group in _GROUPING.findall(expr) for label in group.split(",") if label.strip()}
+
+
+def allowed_labels(ref: Reference) -> set[str]:
+    if ref.sample == "up":
+        return set(TARGET_LABELS)
+    assert ref.spec is not None
+    labels = set(ref.spec.labels) | TARGET_LABELS
+    if ref.sample.endswith("_bucket"):
+        labels.add("le")
+    return labels
+
+
+def check_expression(expr: str, extra_labels: set[str] = frozenset()) -> list[str]:
+    """Problems with an expression's metric names, label names and bucket values, read from the catalog."""
+    problems = []
+    refs = references(expr)
+    if not refs:
+        problems.append(f"no metric referenced in {expr!r}")
+    usable: set[str] = set()
+    for ref in refs:
+        if ref.sample != "up" and ref.spec is None:
+            problems.append(f"{ref.sample} is not in the catalog")
+            continue
+        allowed = allowed_labels(ref)
+        usable |= allowed
+        for name, value in ref.matchers.items():
+            if name not in allowed:
+                problems.append(f"{ref.sample} has no label {name!r}")
+            if name == "le" and value != "+Inf" and value not in {le_value(b) for b in ref.spec.buckets}:
+                problems.append(f"{ref.sample}{{le={value!r}}} is not a catalog bucket boundary")
+    for label in grouping_labels(expr) | set(extra_labels):
+        if label not in usable:
+            problems.append(f"label {label!r} is not on any metric of {expr!r}")
+    return problems
+
+
+def catalog_samples_used(exprs) -> set[str]:
+    """Catalog metric names (declared) referenced by these expressions."""
+    return {ref.spec.name for expr in exprs for ref in references(expr) if ref.spec is not None}
+
+
+SEED_METRICS = {spec.name for spec in CATALOG}

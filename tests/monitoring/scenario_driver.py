@@ -1,0 +1,82 @@
+"""A scenario driver for the live stack test, using only the public API.
+
+Prints {"port": N} once /metrics is served, then records a calm trading
+workload until it reads "breach" on stdin; from then on every seed alert's
+condition holds. Run as a subprocess: python scenario_driver.py
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+
+from tinywindow_otel import (
+    MetricsServer, api_errors_total, api_latency_seconds, api_requests_total, circuit_breaker_trips,
+    kill_switch_activations, trade_pnl_usd, trades_total,
+)
+from tinywindow_otel.exporters import (
+    agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter, trading_exporter,
+)
+
+SERVICES = ("binance", "coinbase", "claude")
+TICK_SECONDS = 0.05
+
+
+def main() -> int:
+    breach = threading.Event()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            if line.strip() == "breach":
+                breach.set()
+
+    server = MetricsServer(host="127.0.0.1", port=0).start()
+    for service in SERVICES:
+        api_requests_total.labels(service=service)
+        api_latency_seconds.labels(service=service)
+        api_errors_total.labels(service=service, type="timeout")
+    circuit_breaker_trips.labels(reason="volatility")  # exists at 0: the breach increments it
+    kill_switch_activations.labels(mode="automatic")   # exists at 0: the breach uses a brand-new mode
+    # The SDK self-metrics: one dropped measurement, one rewritten label value,
+    # one label set beyond the series limit.
+    trade_pnl_usd.observe(float("nan"))
+    api_requests_total.labels(service="x" * 300)
+    for i in range(trades_total.max_series + 1):
+        trades_total.labels(status="probe", symbol=f"PROBE{i}")
+
+    threading.Thread(target=read_commands, daemon=True).start()
+    print(json.dumps({"port": server.port}), flush=True)
+
+    tick = 0
+    breached = False
+    while not stop.is_set():
+        tick += 1
+        if breach.is_set() and not breached:
+            breached = True
+            safety_exporter.record_circuit_breaker_trip("daily_loss")   # a series that never existed
+            safety_exporter.record_circuit_breaker_trip("volatility")   # a series that existed at 0
+            safety_exporter.record_kill_switch_activation("manual")     # a series that never existed
+            trading_exporter.record_trade("SOL/USDT", "filled", amount_usd=25_000.0)  # first trade of SOL
+        value = 40_000.0 if breached else 50_000.0 + (tick % 7)
+        portfolio_exporter.update_portfolio(
+            total_value=value, unrealized_pnl=value - 50_000.0,
+            positions={"BTC/USDT": 0.1, "ETH/USDT": -1.0}, leverage=20.0 if breached else 2.0,
+        )
+        risk_exporter.set_var_95(value * 0.02)
+        for service in SERVICES:
+            failed = (tick % 2 == 0) if (breached and service == "binance") else (tick % 50 == 0)
+            latency = 8.0 if (breached and service == "claude") else 0.1 + (tick % 5) * 0.05
+            api_exporter.record_request(service, latency, not failed, "timeout" if failed else None)
+        agent_exporter.record_decision("market_analyst", ("buy", "sell", "hold")[tick % 3], 0.5 + (tick % 5) / 10)
+        trading_exporter.record_trade("BTC/USDT", "filled", pnl=10.0 if tick % 3 else -5.0, amount_usd=1_000.0)
+        stop.wait(TICK_SECONDS)
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""prometheus/prometheus.yml: valid for promtool, scrapes the app on :8000, loads the rules, alerts to Alertmanager."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import yaml
+
+from helpers import require_tool
+from monitoring.assets import PROMETHEUS, RULES, alerts_by_name
+from tinywindow_otel import stack
+
+
+def container_layout(tmp_path):
+    """The files as compose.yaml mounts them: prometheus.yml with alerts/ beside it."""
+    (tmp_path / "alerts").mkdir()
+    shutil.copy(PROMETHEUS, tmp_path / "prometheus.yml")
+    shutil.copy(RULES, tmp_path / "alerts" / RULES.name)
+    return tmp_path / "prometheus.yml"
+
+
+def test_promtool_check_config_passes_and_finds_the_rules(tmp_path):
+    result = subprocess.run([require_tool("promtool"), "check", "config", str(container_layout(tmp_path))],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout
+    assert f"SUCCESS: {len(alerts_by_name())} rules found" in result.stdout
+
+
+def test_scrapes_the_app_on_8000_as_the_job_the_alerts_select():
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert stack.JOB in jobs
+    assert [t.rsplit(":", 1)[1] for t in jobs[stack.JOB]["static_configs"][0]["targets"]] == ["8000"]
+    for name in ("MetricsEndpointDown", "MetricsEndpointAbsent"):
+        assert f'job="{stack.JOB}"' in alerts_by_name()[name]["expr"]
+
+
+def test_points_at_alertmanager_and_loads_the_rule_glob():
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert config["rule_files"] == ["alerts/*.rules.yml"]
+
+
+def test_stack_config_matches_the_repo_config(tmp_path):
+    # tinywindow-otel stack writes its own (JSON) config: same job, rules and labels, local targets.
+    repo = yaml.safe_load(PROMETHEUS.read_text())
+    local = yaml.safe_load(stack.prometheus_config("127.0.0.1:8000", "127.0.0.1:9093", "1s"))
+    assert local["rule_files"] == repo["rule_files"]
+    assert local["global"]["external_labels"] == repo["global"]["external_labels"]
+    assert [j["job_name"] for j in local["scrape_configs"]] == [stack.JOB]
+    (tmp_path / "alerts").mkdir()
+    shutil.copy(RULES, tmp_path / "alerts" / RULES.name)
+    (tmp_path / "prometheus.yml").write_text(stack.prometheus_config("127.0.0.1:8000", "127.0.0.1:9093", "1s"))
+    result = subprocess.run([require_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shorten_for_changes_only_non_zero_durations(tmp_path):
+    shortened = stack.shorten_for(RULES.read_text(), "2s")
+    rules = {r["alert"]: r for g in yaml.safe_load(shortened)["groups"] for r in g["rules"]}
+    for name, rule in alerts_by_name().items():
+        assert rules[name]["for"] == ("0m" if rule["for"] == "0m" else "2s"), name
+        assert rules[name]["expr"] == rule["expr"]
+    path = tmp_path / "rules.yml"
+    path.write_text(shortened)
+    result = subprocess.run([require_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
