@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 from .metrics import REGISTRY as _REGISTRY  # noqa: E402
 from .metrics import Counter, Gauge, Histogram  # noqa: E402
-from .pipeline import shutdown  # noqa: E402  (importing it also arms the lazy pipeline)
+from .config import ConfigurationError, MissingExtraError  # noqa: E402
+from .pipeline import configure, force_flush, shutdown  # noqa: E402  (importing it also arms the lazy pipeline)
 from .server import MetricsServer, MetricsServerError  # noqa: E402
 
 # One facade object per catalog entry; a test checks these match the catalog.
@@ -48,5 +49,6 @@ METRIC_NAMES = (
 
 __all__ = [
     "Counter", "Gauge", "Histogram", "MetricsServer", "MetricsServerError", "shutdown",
+    "configure", "force_flush", "ConfigurationError", "MissingExtraError",
     *METRIC_NAMES,
 ]
