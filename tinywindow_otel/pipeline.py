@@ -350,6 +350,7 @@ def get_pipeline() -> Pipeline:
         with _pipeline_lock:
             if _pipeline is None:
                 _pipeline = Pipeline(settings=current_settings())
+                _arm_fork_handler()
     return _pipeline
 
 
@@ -388,6 +389,7 @@ def configure(**settings) -> Settings:
         if old is not None:
             old.shutdown()
             _pipeline = Pipeline(settings=new)
+            _arm_fork_handler()
     return new
 
 
@@ -432,7 +434,24 @@ def _after_fork_in_child() -> None:
         _log.exception("tinywindow_otel could not rebuild its metrics pipeline after fork")
 
 
+_fork_handler_armed = False
+
+
+def _arm_fork_handler() -> None:
+    """Register the fork handler once, right after the first pipeline is built.
+
+    Not at import: at-fork handlers run in registration order, and building
+    the child's pipeline needs locks of modules first used while building a
+    pipeline (e.g. ``concurrent.futures`` behind ``Resource.create``, which
+    holds its global lock across the fork and releases it in its own
+    handler). Registering after them lets their handlers run first; at
+    import time the child deadlocked (found by test_fork_child_*).
+    """
+    global _fork_handler_armed
+    if not _fork_handler_armed and hasattr(os, "register_at_fork"):
+        _fork_handler_armed = True
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 REGISTRY.set_first_use_hook(_start_on_first_use)
 atexit.register(shutdown)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
