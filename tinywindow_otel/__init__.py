@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 from .metrics import REGISTRY as _REGISTRY  # noqa: E402
 from .metrics import Counter, Gauge, Histogram  # noqa: E402
-from .pipeline import shutdown  # noqa: E402  (importing it also arms the lazy pipeline)
+from .config import ConfigurationError, MissingExtraError  # noqa: E402
+from .pipeline import configure, force_flush, shutdown  # noqa: E402  (importing it also arms the lazy pipeline)
 from .server import MetricsServer, MetricsServerError  # noqa: E402
 
 # One facade object per catalog entry; a test checks these match the catalog.
@@ -51,5 +52,6 @@ from .instrument import agent_decision, api_call, trade  # noqa: E402
 __all__ = [
     "Counter", "Gauge", "Histogram", "MetricsServer", "MetricsServerError", "shutdown",
     "agent_decision", "api_call", "trade",
+    "configure", "force_flush", "ConfigurationError", "MissingExtraError",
     *METRIC_NAMES,
 ]

@@ -544,6 +544,14 @@ class MetricRegistry:
         for metric in self:
             metric._reset_values()
 
+    def after_fork_in_child(self) -> None:
+        """Fresh locks (a parent thread may have held one at fork time), then zeroed values."""
+        for metric in self:
+            metric._lock = threading.Lock()
+            for child in metric.series():
+                child._lock = threading.Lock()
+        self.reset_values()
+
 
 REGISTRY = MetricRegistry()
 _drops.registry = REGISTRY

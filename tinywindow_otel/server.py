@@ -14,7 +14,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .pipeline import get_pipeline
+from .pipeline import MetricsDisabledError, get_pipeline
 from .security import BasicAuth, TLSConfig
 
 _log = logging.getLogger("tinywindow_otel")
@@ -61,6 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             try:
                 body, content_type = get_pipeline().render()
+            except MetricsDisabledError as exc:  # configuration, not a fault: say so, don't log
+                self._reply(503, f"{exc}\n".encode(), "text/plain; charset=utf-8")
+                return
             except Exception:  # a broken collection must not kill the server thread
                 _log.exception("collecting metrics for a scrape failed")
                 self._reply(500, b"collection failed\n", "text/plain; charset=utf-8")
