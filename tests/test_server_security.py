@@ -183,7 +183,9 @@ def test_stalled_and_malformed_clients_do_not_block_scrapes(pki, secure):
                 response = requests.get(server.url, timeout=5)
             elapsed = time.monotonic() - started
             assert response.status_code == 200 and "tinywindow_trades_total" in response.text
-            assert elapsed < 1.0, f"a scrape waited {elapsed:.2f}s behind stalled clients"
+            # Blocked behind a stalled client means waiting out its 10 s socket timeout;
+            # 3 s leaves room for a loaded CI machine without hiding that.
+            assert elapsed < 3.0, f"a scrape waited {elapsed:.2f}s behind stalled clients"
         finally:
             for sock in stalled:
                 sock.close()
