@@ -9,6 +9,7 @@ is recorded, with the rules in ``risk.py``.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from datetime import datetime
@@ -54,7 +55,7 @@ class TradingExporter:
             self.wins = self.losses = 0
 
     def _count_outcome(self, pnl: float) -> None:
-        if not pnl == pnl or pnl in (float("inf"), float("-inf")):
+        if not math.isfinite(pnl):
             return  # dropped (and counted) by the histogram already
         with self._lock:
             if pnl > 0:

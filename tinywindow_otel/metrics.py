@@ -87,6 +87,8 @@ def _check_number(metric: str, value: object, what: str = "value") -> float:
     Numbers beyond float range (huge ints, Fractions) become +-inf, which the
     callers drop and count like any other infinity: that is data, not a bug.
     """
+    if value.__class__ is float:  # the common case, without the ABC isinstance checks
+        return value  # type: ignore[return-value]
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{metric}: {what} must be a real number, got {type(value).__name__} {value!r}")
     try:
