@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,15 +21,11 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import exposition as text_format
-from prometheus_client.openmetrics import exposition as om_format
 
 from helpers import parse
 from tinywindow_otel.exposition import Exposition, StockTranslation
 from tinywindow_otel.metrics import REGISTRY
 from tinywindow_otel.pipeline import get_pipeline
-
-ESCAPINGS = (om_format.UNDERSCORES, om_format.ALLOWUTF8, om_format.DOTS, om_format.VALUES)
-FORMATS = [(False, e) for e in ESCAPINGS] + [(True, e) for e in ESCAPINGS]
 
 label_values = st.text(
     alphabet=st.sampled_from(['a', 'Z', '0', ' ', '"', '\\', '\n', '%', 's', '=', ',', '{', '}', 'é', '€', '.', '_']),
@@ -43,13 +37,10 @@ numbers = st.one_of(
 )
 
 
-def stock(datas, openmetrics: bool, escaping: str) -> bytes:
+def stock(datas) -> bytes:
+    """The exporter's own translation, written by prometheus_client's text encoder."""
     collector = _CustomCollector(disable_target_info=True, scope_info_enabled=False)
-    if openmetrics:
-        encoder = partial(om_format.generate_latest, escaping=escaping, version="1.0.0")
-    else:
-        encoder = partial(text_format.generate_latest, escaping=escaping)
-    return encoder(StockTranslation(collector, datas))
+    return text_format.generate_latest(StockTranslation(collector, datas))
 
 
 def metrics_data(metrics: list[Metric]) -> MetricsData:
@@ -95,11 +86,10 @@ rows_strategy = st.lists(
 @given(first=rows_strategy, second=rows_strategy)
 def test_fast_rendering_is_byte_identical_to_the_stock_path(first, second):
     exposition = Exposition()
-    for openmetrics, escaping in FORMATS:
-        # Twice with different data: the second run renders from the warm cache.
-        for rows in (first, second, first):
-            data = build(rows)
-            assert exposition.render_data(data, openmetrics, escaping) == stock([data], openmetrics, escaping)
+    # Twice with different data: the later runs render from the warm cache.
+    for rows in (first, second, first):
+        data = build(rows)
+        assert exposition.render_data(data) == stock([data])
 
 
 def test_without_negative_bounds_it_matches_unmodified_prometheus_client():
@@ -113,12 +103,12 @@ def test_without_negative_bounds_it_matches_unmodified_prometheus_client():
     class Registry:
         collect = staticmethod(collector.collect)
 
-    assert Exposition().render_data(data, False, om_format.UNDERSCORES) == text_format.generate_latest(Registry())
+    assert Exposition().render_data(data) == text_format.generate_latest(Registry())
 
 
 def test_negative_bound_histogram_keeps_count_and_sum_like_otlp():
     data = build([("x", "", 0, [1, 2, 0, 0, 1], -75.5)])
-    families = parse(Exposition().render_data(data, False, om_format.UNDERSCORES).decode())
+    families = parse(Exposition().render_data(data).decode())
     samples = {s.name: s.value for s in families["tinywindow_latency_seconds"].samples if s.name != "tinywindow_latency_seconds_bucket"}
     assert samples == {"tinywindow_latency_seconds_count": 4.0, "tinywindow_latency_seconds_sum": -75.5}
 
@@ -133,12 +123,12 @@ def test_shapes_it_does_not_handle_fall_back_to_the_stock_translation():
     from tinywindow_otel.exposition import Unsupported
 
     with pytest.raises(Unsupported):
-        Exposition().render_data(data, False, om_format.UNDERSCORES)
-    assert b'x_y{a="2"} 2.0' in stock([data], False, om_format.UNDERSCORES)
+        Exposition().render_data(data)
+    assert b'x_y{a="2"} 2.0' in stock([data])
 
 
 def test_pipeline_scrape_equals_the_stock_rendering_of_the_same_collection():
-    """/metrics is always the Prometheus text format (ADR 2), whatever the Accept header."""
+    """/metrics is the Prometheus text format (ADR 2), as the stock encoder writes it."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
     from tinywindow_otel.demo import TradingSimulation
@@ -150,16 +140,13 @@ def test_pipeline_scrape_equals_the_stock_rendering_of_the_same_collection():
     REGISTRY.by_attr("trades_total").labels(status='we"ird\\', symbol="new\nline").inc(2)
     pipeline = get_pipeline()
     body, content_type = pipeline.render()
-    encoder, expected_type = text_format.choose_encoder("")
-    assert content_type == expected_type
+    assert content_type == text_format.CONTENT_TYPE_LATEST
     # Render the next collection both ways; nothing changes between them but timestamps.
     reader = pipeline.prometheus_reader
     reader.collect()
     datas = list(reader._collector._metrics_datas)
     reader._collector._metrics_datas.clear()
     assert len(datas) == 1
-    fmt = (encoder.func is om_format.generate_latest, encoder.keywords.get("escaping", om_format.UNDERSCORES)) \
-        if isinstance(encoder, partial) else (False, om_format.UNDERSCORES)
-    assert Exposition().render_data(datas[0], *fmt) == encoder(StockTranslation(reader._collector, datas))
+    assert Exposition().render_data(datas[0]) == text_format.generate_latest(StockTranslation(reader._collector, datas))
     assert body == pipeline.render()[0]
     assert isinstance(reader, PrometheusMetricReader)

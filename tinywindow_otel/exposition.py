@@ -7,10 +7,15 @@ histogram series: ~2.8 s for 10k series, holding the GIL. This module reads
 the *same* ``MetricsData`` the reader collected (so /metrics and OTLP still
 come from one collection) and writes the exposition itself, with the text of
 each line up to its value cached per series. A scrape then only formats
-numbers. The line text is built by the same prometheus_client escaping
-functions the stock encoders call, and ``tests/test_exposition.py`` checks
-the output is byte-identical to the stock path across formats, escaping
-schemes and awkward label values (docs/decisions.md, "Scrape rendering").
+numbers. Only the Prometheus text format is written (ADR 2: /metrics never
+serves OpenMetrics), with prometheus_client's default name escaping, and
+``tests/test_exposition.py`` checks the output is byte-identical to the stock
+path for awkward label values (docs/decisions.md, "Scrape rendering").
+
+Private names relied on, all checked by the differential tests: the OTel
+exporter's ``_collector``, its ``_metrics_datas`` queue, its option
+attributes, ``_translate_to_prometheus`` (fallback only) and ``_mapping``
+helpers; prometheus_client's ``_is_valid_legacy_metric_name``.
 
 One deliberate difference, shared with the fallback path below: a histogram
 whose first bucket bound is negative (``trade_pnl_usd``) keeps its ``_count``
@@ -22,40 +27,24 @@ disagree with OTLP, which always carries count and sum.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from functools import lru_cache, partial
+from collections.abc import Iterable
+from functools import lru_cache
 from itertools import accumulate, chain
 
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_attribute, sanitize_full_name
 from opentelemetry.sdk.metrics.export import AggregationTemporality, Gauge, Histogram, MetricsData, Sum
-from prometheus_client import exposition as _text
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import HistogramMetricFamily
-from prometheus_client.openmetrics import exposition as _om
+from prometheus_client.openmetrics.exposition import UNDERSCORES, escape_label_name
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 from prometheus_client.validation import _is_valid_legacy_metric_name
 
-_ALLOWUTF8 = _om.ALLOWUTF8
-_FAST_ESCAPINGS = (_om.UNDERSCORES, _om.ALLOWUTF8, _om.DOTS, _om.VALUES)
 _INF = float("inf")
 
 
 class Unsupported(Exception):
     """This collection has a shape only the stock translator handles."""
-
-
-def _encoder_format(encoder: Callable) -> tuple[bool, str] | None:
-    """(openmetrics?, escaping) for an encoder from ``choose_encoder``, None if unknown."""
-    func = getattr(encoder, "func", encoder)
-    keywords = getattr(encoder, "keywords", {}) if isinstance(encoder, partial) else {}
-    escaping = keywords.get("escaping", _om.UNDERSCORES)
-    if escaping not in _FAST_ESCAPINGS:
-        return None
-    if func is _text.generate_latest:
-        return False, escaping
-    if func is _om.generate_latest and keywords.get("version", "1.0.0") == "1.0.0":
-        return True, escaping
-    return None
 
 
 def _go(value) -> str:
@@ -110,26 +99,24 @@ class Exposition:
 
     # -- entry point -----------------------------------------------------------
 
-    def render(self, reader, registry, accept: str | None) -> tuple[bytes, str]:
-        """Collect through ``reader`` and render for this ``Accept`` header."""
-        encoder, content_type = _text.choose_encoder(accept or "")
+    def render(self, reader, registry) -> tuple[bytes, str]:
+        """Collect through ``reader`` and render the Prometheus text format."""
         collector = getattr(reader, "_collector", None)
-        fmt = _encoder_format(encoder)
-        if fmt is None or not _plain_collector(collector):
+        if not _plain_collector(collector):
             # Options this renderer does not reproduce (scope labels, target
-            # info, prefixes, other escapings): the stock path, untouched.
-            return encoder(registry), content_type
+            # info, prefixes): the stock path, untouched.
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         datas = _collect(reader, collector)
         if len(datas) == 1:
             try:
-                return self.render_data(datas[0], *fmt), content_type
+                return self.render_data(datas[0]), CONTENT_TYPE_LATEST
             except Unsupported:
                 pass
-        return encoder(StockTranslation(collector, datas)), content_type
+        return generate_latest(StockTranslation(collector, datas)), CONTENT_TYPE_LATEST
 
     # -- rendering -------------------------------------------------------------
 
-    def render_data(self, metrics_data: MetricsData, openmetrics: bool, escaping: str) -> bytes:
+    def render_data(self, metrics_data: MetricsData) -> bytes:
         out: list[str] = []
         append = out.append
         previous = self._families
@@ -138,16 +125,14 @@ class Exposition:
         for resource_metrics in metrics_data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
-                    family = self._family(metric, openmetrics, escaping, previous, families, seen)
+                    family = self._family(metric, previous, families, seen)
                     if family is not None:
                         append(family.header)
-                        self._render_points(family, metric.data.data_points, openmetrics, escaping, append)
-        if openmetrics:
-            append("# EOF\n")
+                        self._render_points(family, metric.data.data_points, append)
         self._families = families  # series and families gone from this collection leave the cache
         return "".join(out).encode("utf-8")
 
-    def _family(self, metric, openmetrics, escaping, previous, families, seen) -> _Family | None:
+    def _family(self, metric, previous, families, seen) -> _Family | None:
         data = metric.data
         if isinstance(data, Sum):
             gauge = not data.is_monotonic and data.aggregation_temporality == AggregationTemporality.CUMULATIVE
@@ -165,15 +150,15 @@ class Exposition:
         if family_id in seen:
             raise Unsupported("two metrics share one family")  # the stock path merges them
         seen.add(family_id)
-        key = (family_id, kind, openmetrics, escaping)
+        key = (family_id, kind)
         family = previous.get(key)
         if family is None:
-            family = self._new_family(kind, name, description, unit, openmetrics, escaping)
+            family = self._new_family(kind, name, description, unit)
         families[key] = family
         return family
 
     @staticmethod
-    def _new_family(kind, name, description, unit, openmetrics, escaping) -> _Family:
+    def _new_family(kind, name, description, unit) -> _Family:
         # prometheus_client's family naming: counters lose a "_total" suffix
         # (it comes back on the samples), a unit is appended when missing.
         if kind == "counter" and name.endswith("_total"):
@@ -182,22 +167,12 @@ class Exposition:
             name += "_" + unit
         if not _is_valid_legacy_metric_name(name):
             raise Unsupported(f"metric name {name!r}")
-        if openmetrics:
-            escaped = _om.escape_metric_name(name, escaping)
-            header = (
-                f"# HELP {escaped} {_om._escape(description, _ALLOWUTF8, _om._is_legacy_labelname_rune)}\n"
-                f"# TYPE {escaped} {kind}\n"
-            )
-            if unit:
-                header += f"# UNIT {escaped} {unit}\n"
-        else:
-            exposed = name + "_total" if kind == "counter" else name
-            escaped = _om.escape_metric_name(exposed, escaping)
-            help_text = description.replace("\\", r"\\").replace("\n", r"\n")
-            header = f"# HELP {escaped} {help_text}\n# TYPE {escaped} {kind}\n"
+        exposed = name + "_total" if kind == "counter" else name
+        help_text = description.replace("\\", r"\\").replace("\n", r"\n")
+        header = f"# HELP {exposed} {help_text}\n# TYPE {exposed} {kind}\n"
         return _Family(kind, name, header)
 
-    def _render_points(self, family: _Family, points, openmetrics, escaping, append) -> None:
+    def _render_points(self, family: _Family, points, append) -> None:
         cache = family.series
         live: dict = {}
         entries = []
@@ -221,18 +196,18 @@ class Exposition:
         label_keys = tuple(sorted(next(iter(keysets)) if len(keysets) == 1 else frozenset().union(*keysets)))
         kind = family.kind
         if kind == "histogram":
-            self._render_histogram(family, points, entries, label_keys, openmetrics, escaping, append)
+            self._render_histogram(family, points, entries, label_keys, append)
             return
         sample_name = family.name + "_total" if kind == "counter" else family.name
         for point, entry in zip(points, entries):
             if entry.label_keys != label_keys:
-                entry.prefixes = (self._prefix(sample_name, _items(entry, label_keys), openmetrics, escaping),)
+                entry.prefixes = (_prefix(sample_name, _items(entry, label_keys)),)
                 entry.label_keys = label_keys
             append(entry.prefixes[0])
             append(_go(point.value))
             append("\n")
 
-    def _render_histogram(self, family, points, entries, label_keys, openmetrics, escaping, append) -> None:
+    def _render_histogram(self, family, points, entries, label_keys, append) -> None:
         name = family.name
         nbuckets = len(family.le)
         for point, entry in zip(points, entries):
@@ -249,9 +224,9 @@ class Exposition:
                 for le in family.le:
                     labelled = dict(items)
                     labelled["le"] = le
-                    prefixes.append(self._prefix(name + "_bucket", sorted(labelled.items()), openmetrics, escaping))
-                prefixes.append(self._prefix(name + "_count", items, openmetrics, escaping))
-                prefixes.append(self._prefix(name + "_sum", items, openmetrics, escaping))
+                    prefixes.append(_prefix(name + "_bucket", sorted(labelled.items())))
+                prefixes.append(_prefix(name + "_count", items))
+                prefixes.append(_prefix(name + "_sum", items))
                 # One %-template per series: a scrape formats the numbers only.
                 entry.prefixes = ("".join(prefix.replace("%", "%%") + "%s\n" for prefix in prefixes),)
                 entry.label_keys = label_keys
@@ -269,34 +244,16 @@ class Exposition:
             values.append(_go(point.sum))
             append(entry.prefixes[0] % tuple(values))
 
-    @staticmethod
-    def _prefix(sample_name: str, items, openmetrics: bool, escaping: str) -> str:
-        """A sample line up to its value, exactly as prometheus_client's encoders write it."""
-        labelstr = ",".join([f'{_label_name(k, escaping)}="{_escape_value(v)}"' for k, v in items])
-        head, valid_name = _sample_name(sample_name, openmetrics, escaping)
-        if openmetrics:
-            if not valid_name:
-                labelstr = head + ("," if labelstr else "") + labelstr
-                return f"{{{labelstr}}} "
-            return f"{head}{{{labelstr}}} " if labelstr else f"{head} "
-        if valid_name:
-            return f"{head}{{{labelstr}}} " if labelstr else f"{head} "
-        comma = "," if labelstr else ""
-        return f"{{{head}{comma}{labelstr}}} "
+
+def _prefix(sample_name: str, items) -> str:
+    """A sample line up to its value, exactly as prometheus_client's text encoder writes it."""
+    labelstr = ",".join([f'{_label_name(k)}="{_escape_value(v)}"' for k, v in items])
+    return f"{sample_name}{{{labelstr}}} " if labelstr else f"{sample_name} "
 
 
 @lru_cache(maxsize=4096)
-def _label_name(name: str, escaping: str) -> str:
-    return _om.escape_label_name(name, escaping)
-
-
-@lru_cache(maxsize=1024)
-def _sample_name(name: str, openmetrics: bool, escaping: str) -> tuple[str, bool]:
-    """(escaped sample name, whether it stands outside the braces) as each encoder writes it."""
-    valid_name = escaping != _ALLOWUTF8 or _is_valid_legacy_metric_name(name)
-    if openmetrics and valid_name:
-        return _om._escape(name, escaping, _om._is_legacy_labelname_rune), True
-    return _om.escape_metric_name(name, escaping), valid_name
+def _label_name(name: str) -> str:
+    return escape_label_name(name, UNDERSCORES)
 
 
 def _escape_value(value: str) -> str:

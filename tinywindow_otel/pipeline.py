@@ -357,7 +357,7 @@ class Pipeline:
         # The exporter's collector keeps collected data in a shared queue:
         # concurrent scrapes must not take each other's data.
         with self._scrape_lock:
-            return self._exposition.render(self.prometheus_reader, self.prometheus_registry, None)
+            return self._exposition.render(self.prometheus_reader, self.prometheus_registry)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Export now to the push (OTLP) reader; /metrics is pull-only and needs no flush."""
