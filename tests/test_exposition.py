@@ -150,3 +150,16 @@ def test_pipeline_scrape_equals_the_stock_rendering_of_the_same_collection():
     assert Exposition().render_data(datas[0]) == text_format.generate_latest(StockTranslation(reader._collector, datas))
     assert body == pipeline.render()[0]
     assert isinstance(reader, PrometheusMetricReader)
+
+
+def test_public_api_fallback_also_keeps_pnl_count_and_sum():
+    """Without the exporter's internals, /metrics is the registry's stock output: still with _count/_sum."""
+    from prometheus_client import generate_latest
+
+    from tinywindow_otel import trade_pnl_usd
+
+    for pnl in (-50.0, 20.0, -7.5):
+        trade_pnl_usd.observe(pnl)
+    families = parse(generate_latest(get_pipeline().prometheus_registry).decode())
+    samples = {s.name: s.value for s in families["tinywindow_trade_pnl_usd"].samples if not s.name.endswith("_bucket")}
+    assert samples == {"tinywindow_trade_pnl_usd_count": 3.0, "tinywindow_trade_pnl_usd_sum": -37.5}

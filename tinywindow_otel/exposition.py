@@ -34,7 +34,6 @@ from itertools import accumulate, chain
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_attribute, sanitize_full_name
 from opentelemetry.sdk.metrics.export import AggregationTemporality, Gauge, Histogram, MetricsData, Sum
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.openmetrics.exposition import UNDERSCORES, escape_label_name
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
@@ -302,29 +301,50 @@ class StockTranslation:
 
     def collect(self):
         families: dict = {}
-        sums: dict[str, list[float]] = {}
         for data in self._datas:
             self._collector._translate_to_prometheus(data, families)
-            for resource_metrics in data.resource_metrics:
-                for scope_metrics in resource_metrics.scope_metrics:
-                    for metric in scope_metrics.metrics:
-                        if isinstance(metric.data, Histogram):
-                            family_id = "|".join((sanitize_full_name(metric.name), metric.description or "",
-                                                  map_unit(metric.unit or ""), HistogramMetricFamily.__name__))
-                            sums.setdefault(family_id, []).extend(p.sum for p in metric.data.data_points)
-        for family_id, point_sums in sums.items():
-            family = families.get(family_id)
-            if family is not None:
-                _restore_count_and_sum(family, point_sums)
+        restore_counts_and_sums(families.values(), self._datas)
         return list(families.values())
 
 
-def _restore_count_and_sum(family: HistogramMetricFamily, point_sums: list[float]) -> None:
+def restore_counts_and_sums(families: Iterable, datas: Iterable[MetricsData]) -> None:
+    """Give the histogram families translated from ``datas`` back their ``_count``/``_sum``.
+
+    prometheus_client leaves both out of a histogram whose first bound is
+    negative; the sums come from the data points, in the order the exporter
+    translated them. Families are matched by name and HELP text, as the
+    exporter groups them.
+    """
+    sums: dict[tuple[str, str], list[float]] = {}
+    for data in datas:
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if isinstance(metric.data, Histogram):
+                        key = (_family_name(metric), metric.description or "")
+                        sums.setdefault(key, []).extend(p.sum for p in metric.data.data_points)
+    for family in families:
+        point_sums = sums.get((family.name, family.documentation)) if family.type == "histogram" else None
+        if point_sums is not None:
+            _restore_count_and_sum(family, point_sums)
+
+
+def _family_name(metric) -> str:
+    """The name prometheus_client gives the family: the unit is appended unless already there."""
+    name = sanitize_full_name(metric.name)
+    unit = map_unit(metric.unit or "")
+    return name + "_" + unit if unit and not name.endswith("_" + unit) else name
+
+
+def _restore_count_and_sum(family, point_sums: list[float]) -> None:
     """Put back the ``_count``/``_sum`` samples prometheus_client leaves out after a negative bound."""
     count_name, sum_name = family.name + "_count", family.name + "_sum"
     if any(sample.name == count_name for sample in family.samples):
         return
     bucket_name = family.name + "_bucket"
+    ends = sum(1 for sample in family.samples if sample.name == bucket_name and sample.labels.get("le") == "+Inf")
+    if ends != len(point_sums):
+        return  # not the translation of these points: leave it as prometheus_client made it
     samples: list[Sample] = []
     sums = iter(point_sums)
     for sample in family.samples:

@@ -41,11 +41,10 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
-from prometheus_client.samples import Sample
 
 from . import __version__
 from .catalog import Kind
-from .exposition import Exposition
+from .exposition import Exposition, restore_counts_and_sums
 from .config import Settings, build_otlp_exporter, check_available
 from .metrics import REGISTRY, Counter, Gauge, HistogramSeries, MetricRegistry
 
@@ -220,49 +219,27 @@ class FacadePrometheusReader(FacadeMergingReader, PrometheusMetricReader):
             cardinality_limits=OTEL_CARDINALITY_LIMITS,
         )
         self._init_merging(histograms, resource, scope)
-        self._histogram_totals: dict[tuple[str, frozenset], tuple[int, float]] = {}
+        self._last_collection: MetricsData = MetricsData(resource_metrics=[])
         registry.register(_SignedHistogramCollector(self))
 
     def _received(self, metrics_data: MetricsData) -> None:
-        totals = {}
-        for resource_metrics in metrics_data.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    if isinstance(metric.data, Histogram):
-                        for point in metric.data.data_points:
-                            key = frozenset((k, str(v)) for k, v in point.attributes.items())
-                            totals[(metric.name, key)] = (point.count, point.sum)
-        self._histogram_totals = totals
+        self._last_collection = metrics_data
 
 
 class _SignedHistogramCollector:
-    """Yields the exporter's families, restoring ``_count``/``_sum`` of signed histograms."""
+    """Yields the exporter's families, restoring ``_count``/``_sum`` of signed histograms.
+
+    The stock path, used when ``exposition.Exposition`` cannot read the
+    exporter's internals; it needs only public prometheus_client API.
+    """
 
     def __init__(self, reader: FacadePrometheusReader) -> None:
         self._reader = reader
 
     def collect(self):
         families = list(self._reader._exporter_registry.collect())
-        totals = self._reader._histogram_totals
-        for family in families:
-            if family.type == "histogram" and totals:
-                family.samples = _with_count_and_sum(family.name, family.samples, totals)
+        restore_counts_and_sums(families, [self._reader._last_collection])
         return families
-
-
-def _with_count_and_sum(name: str, samples: list, totals: dict) -> list:
-    has_count = {frozenset(s.labels.items()) for s in samples if s.name == name + "_count"}
-    result = []
-    for sample in samples:
-        result.append(sample)
-        if sample.name == name + "_bucket" and sample.labels.get("le") == "+Inf":
-            labels = {k: v for k, v in sample.labels.items() if k != "le"}
-            key = frozenset(labels.items())
-            if key not in has_count and (name, key) in totals:
-                count, total = totals[(name, key)]
-                result.append(Sample(name + "_count", labels, float(count)))
-                result.append(Sample(name + "_sum", labels, total))
-    return result
 
 
 class FacadeOTLPReader(FacadeMergingReader, PeriodicExportingMetricReader):
