@@ -152,14 +152,25 @@ class Instrument:
 
 
 def _wrap_function(func: Callable, probe: _Probe) -> Callable:
+    start, finish = probe.start, probe.finish
+
     def wrapper(*args, **kwargs):
-        state = _start(probe, args, kwargs)
+        # _start/_finish inlined on the success path: this wraps hot calls.
+        try:
+            state = start(args, kwargs)
+        except Exception as fault:  # noqa: BLE001
+            _fault(probe, fault)
+            state = _FAILED
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
             _finish(probe, state, exc, None)
             raise
-        _finish(probe, state, None, result)
+        if state is not _FAILED:
+            try:
+                finish(state, None, result)
+            except Exception as fault:  # noqa: BLE001
+                _fault(probe, fault)
         return result
 
     return wrapper
