@@ -37,6 +37,11 @@ agent_decisions_total = _REGISTRY.by_attr("agent_decisions_total")
 agent_confidence = _REGISTRY.by_attr("agent_confidence")
 circuit_breaker_trips = _REGISTRY.by_attr("circuit_breaker_trips")
 kill_switch_activations = _REGISTRY.by_attr("kill_switch_activations")
+circuit_breaker_open = _REGISTRY.by_attr("circuit_breaker_open")
+kill_switch_engaged = _REGISTRY.by_attr("kill_switch_engaged")
+position_notional_usd = _REGISTRY.by_attr("position_notional_usd")
+last_trade_timestamp_seconds = _REGISTRY.by_attr("last_trade_timestamp_seconds")
+last_decision_timestamp_seconds = _REGISTRY.by_attr("last_decision_timestamp_seconds")
 
 METRIC_NAMES = (
     "trades_total", "trade_pnl_usd", "trade_amount_usd", "win_rate",
@@ -46,6 +51,10 @@ METRIC_NAMES = (
     "agent_decisions_total", "agent_confidence",
     "circuit_breaker_trips", "kill_switch_activations",
 )
+STATE_METRIC_NAMES = (
+    "circuit_breaker_open", "kill_switch_engaged", "position_notional_usd",
+    "last_trade_timestamp_seconds", "last_decision_timestamp_seconds",
+)
 
 from .decorators import agent_decision, api_call, trade  # noqa: E402
 
@@ -53,5 +62,5 @@ __all__ = [
     "Counter", "Gauge", "Histogram", "MetricsServer", "MetricsServerError", "shutdown",
     "agent_decision", "api_call", "trade",
     "configure", "force_flush", "ConfigurationError", "MissingExtraError",
-    *METRIC_NAMES,
+    *METRIC_NAMES, *STATE_METRIC_NAMES,
 ]

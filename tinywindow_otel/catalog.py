@@ -108,6 +108,18 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_kill_switch_activations", C, "Kill switch activations by mode.", ("mode",), "{activation}"),
 )
 
+# State beside the seed's events: alerts read "is trading halted now?" and
+# "how large is the position?" from these, not from counters that can go stale
+# or reset, and a stalled bot shows as an old heartbeat.
+STATE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("tinywindow_circuit_breaker_open", G, "1 while the circuit breaker for this reason is open, 0 once reset.", ("reason",), "{state}"),
+    MetricSpec("tinywindow_kill_switch_engaged", G, "1 while the kill switch in this mode is engaged, 0 once released.", ("mode",), "{state}"),
+    MetricSpec("tinywindow_position_notional_usd", G, "Absolute USD notional of the open position by symbol; removed with the position.", ("symbol",), "usd",
+               max_series=MAX_SYMBOLS),
+    MetricSpec("tinywindow_last_trade_timestamp_seconds", G, "Unix time of the last recorded trade.", (), "s"),
+    MetricSpec("tinywindow_last_decision_timestamp_seconds", G, "Unix time of the agent's last decision.", ("agent",), "s"),
+)
+
 # Metrics about the SDK itself: what it dropped or folded instead of raising.
 SELF_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -127,7 +139,7 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     ),
 )
 
-ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + SELF_METRICS
+ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + STATE_METRICS + SELF_METRICS
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}
 BY_EXPOSED_NAME: dict[str, MetricSpec] = {spec.exposed_name: spec for spec in ALL_METRICS}
 
@@ -141,7 +153,7 @@ def render_markdown() -> str:
         "a test fails when this file and the catalog drift.",
         "",
     ]
-    for title, specs in (("Trading metrics", CATALOG), ("SDK self-metrics", SELF_METRICS)):
+    for title, specs in (("Trading metrics", CATALOG), ("State metrics", STATE_METRICS), ("SDK self-metrics", SELF_METRICS)):
         lines += [
             f"## {title}",
             "",
