@@ -45,11 +45,14 @@ def parse(text: str) -> dict:
     """Exposition text -> {family name as exposed: Metric}, using prometheus_client's real parser.
 
     The parser names a counter family without its ``_total``; the key here
-    is the name the exposition shows (``tinywindow_trades_total``).
+    is the name the exposition shows (``tinywindow_trades_total``). Families
+    without samples (every family shows its HELP/TYPE from the first scrape)
+    are left out: "absent" means "no sample".
     """
     return {
         family.name + "_total" if family.type == "counter" else family.name: family
         for family in text_string_to_metric_families(text)
+        if family.samples
     }
 
 

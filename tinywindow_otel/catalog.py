@@ -139,6 +139,13 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     ),
 )
 
+# Held by the OpenTelemetry SDK itself, not the facade: the SDK hands a
+# collection to its exporters only when it holds a point of its own.
+BUILD_INFO = MetricSpec(
+    "tinywindow_otel_build_info", G, "Always 1; the version label is the reporting tinywindow-otel version.",
+    ("version",), "",
+)
+
 ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + STATE_METRICS + SELF_METRICS
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}
 BY_EXPOSED_NAME: dict[str, MetricSpec] = {spec.exposed_name: spec for spec in ALL_METRICS}
