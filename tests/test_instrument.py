@@ -394,9 +394,13 @@ def test_trade_context_manager(scrape_metrics):
 
 
 def test_trade_outcome_errors_raise_in_the_block():
-    with pytest.raises(ValueError, match="filled, rejected, cancelled, failed"):
+    with pytest.raises(ValueError, match="'FILLED'.*filled, partially_filled, rejected, cancelled, failed"
+                                         "|filled, partially_filled, rejected, cancelled, failed.*'FILLED'"):
         with trade("BTC/USDT") as t:
-            t.report("partially_filled")
+            t.report("FILLED")
+    with pytest.raises(ValueError, match="tinywindow_trade_amount_usd: amount_usd must be >= 0"):
+        with trade("BTC/USDT") as t:
+            t.filled(amount_usd=-1.0)
     with pytest.raises(ValueError, match="already reported"):
         with trade("BTC/USDT") as t:
             t.filled()
@@ -406,7 +410,7 @@ def test_trade_outcome_errors_raise_in_the_block():
             t.filled(pnl="150")
     with pytest.raises(ValueError, match="default"):
         trade("BTC/USDT", default="done")
-    assert TRADE_STATUSES == ("filled", "rejected", "cancelled", "failed")
+    assert TRADE_STATUSES == ("filled", "partially_filled", "rejected", "cancelled", "failed")
 
 
 # --- agent_decision -------------------------------------------------------------------
