@@ -570,9 +570,9 @@ class AgentExporter(_Recorder):
         now = time.time()
         decisions.inc()
         confidence_series.observe(confidence)
-        with self._lock:
-            self.last_decision_times[_label_key(agent)] = now
-            heartbeat.set(now)
+        # One dict item set: atomic, so no lock on this hot path.
+        self.last_decision_times[_label_key(agent)] = now
+        heartbeat.set(now)
 
     def reset(self) -> None:
         with self._lock:
