@@ -17,6 +17,7 @@ from .metrics import Counter, Gauge, Histogram  # noqa: E402
 from .config import ConfigurationError, MissingExtraError  # noqa: E402
 from .pipeline import configure, force_flush, shutdown  # noqa: E402  (importing it also arms the lazy pipeline)
 from .server import MetricsServer, MetricsServerError  # noqa: E402
+from .apps import make_asgi_app, make_wsgi_app  # noqa: E402
 
 # One facade object per catalog entry; a test checks these match the catalog.
 trades_total = _REGISTRY.by_attr("trades_total")
@@ -60,6 +61,7 @@ from .decorators import agent_decision, api_call, trade  # noqa: E402
 
 __all__ = [
     "Counter", "Gauge", "Histogram", "MetricsServer", "MetricsServerError", "shutdown",
+    "make_asgi_app", "make_wsgi_app",
     "agent_decision", "api_call", "trade",
     "configure", "force_flush", "ConfigurationError", "MissingExtraError",
     *METRIC_NAMES, *STATE_METRIC_NAMES,
