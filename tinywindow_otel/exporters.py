@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime
 
+from .calibration import CalibrationTracker
 from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
                    PortfolioState, PortfolioTracker, gross_exposure, leverage_ratio, win_rate_pct)
@@ -243,13 +244,20 @@ class AgentExporter:
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
         self._decisions = registry.by_attr("agent_decisions_total")
         self._confidence = registry.by_attr("agent_confidence")
+        self.calibration = CalibrationTracker(registry)
 
-    def record_decision(self, agent: str, action: str, confidence: float) -> None:
+    def record_decision(self, agent: str, action: str, confidence: float) -> int | None:
+        """Count a decision; returns its id for :meth:`record_outcome` (see ``calibration.py``)."""
         decisions = self._decisions.labels(action=action, agent=agent)
         confidence_series = self._confidence.labels(agent=agent)
         _check_number(self._confidence.name, confidence, "confidence")
         decisions.inc()
         confidence_series.observe(confidence)
+        return self.calibration.register(agent, confidence)
+
+    def record_outcome(self, decision_id, pnl: float) -> bool:
+        """Link a later trade's realised P&L to a decision: outcomes by confidence decile and the Brier score."""
+        return self.calibration.record_outcome(decision_id, pnl)
 
 
 class SafetyExporter:
