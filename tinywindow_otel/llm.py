@@ -155,9 +155,12 @@ class Usage:
 def _get(obj: Any, key: str) -> Any:
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    if obj.__class__ is dict:  # parsed JSON: the common case, without the ABC check
         return obj.get(key)
-    return getattr(obj, key, None)
+    value = getattr(obj, key, None)  # SDK response objects (pydantic models)
+    if value is None and isinstance(obj, Mapping):
+        return obj.get(key)
+    return value
 
 
 def _count(value: Any) -> int | None:
@@ -172,6 +175,20 @@ _FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_cr
            "prompt_tokens", "completion_tokens")
 
 
+def _as_dict(obj: Any) -> Mapping | None:
+    """A mapping view of a usage object: dicts as they are, SDK models (pydantic) by their ``__dict__``."""
+    if obj is None or obj.__class__ is dict:
+        return obj
+    if isinstance(obj, Mapping):
+        return obj
+    fields = getattr(obj, "__dict__", None)
+    if fields is not None:
+        return fields
+    if isinstance(obj, (str, bytes, int, float)):
+        return None
+    return {name: getattr(obj, name, None) for name in (*_FIELDS, "prompt_tokens_details", "input_tokens_details")}
+
+
 def read_usage(response: Any) -> dict[str, int] | None:
     """The raw token fields of a response or stream chunk, or None if it carries none.
 
@@ -181,16 +198,22 @@ def read_usage(response: Any) -> dict[str, int] | None:
     ``cache_read_input_tokens`` / ``cache_creation_input_tokens`` (Anthropic,
     not part of ``input_tokens``) or ``prompt_tokens_details.cached_tokens`` /
     ``input_tokens_details.cached_tokens`` (OpenAI, part of the prompt).
+    Counts that are not non-negative finite numbers are ignored.
     """
     for usage in (_get(response, "usage"), _get(_get(response, "message"), "usage"), response):
-        if usage is None or isinstance(usage, (str, bytes, int, float)):
+        fields = _as_dict(usage)
+        if not fields:
             continue
         found = {}
         for field in _FIELDS:
-            value = _count(_get(usage, field))
+            value = fields.get(field)
             if value is not None:
+                if value.__class__ is not int or value < 0:
+                    value = _count(value)
+                    if value is None:
+                        continue
                 found[field] = value
-        details = _get(usage, "prompt_tokens_details") or _get(usage, "input_tokens_details")
+        details = fields.get("prompt_tokens_details") or fields.get("input_tokens_details")
         if details is not None:
             cached = _count(_get(details, "cached_tokens"))
             if cached is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
@@ -67,6 +68,16 @@ class _Metrics:
 
 
 _metrics = _Metrics(REGISTRY)
+_by_registry: weakref.WeakKeyDictionary[MetricRegistry, _Metrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics_of(registry: MetricRegistry | None) -> _Metrics:
+    if registry is None or registry is REGISTRY:
+        return _metrics
+    m = _by_registry.get(registry)
+    if m is None:
+        m = _by_registry[registry] = _Metrics(registry)
+    return m
 
 
 def _finite_positive(metric: str, value: object, what: str) -> float:
@@ -104,7 +115,7 @@ class Order:
 
     def __init__(self, venue: str, side: str, quantity: float, reference_price: float | None = None, *,
                  registry: MetricRegistry | None = None) -> None:
-        m = _metrics if registry is None else _Metrics(registry)
+        m = _metrics_of(registry)
         m.orders.labels(venue, "submitted")  # a bad venue raises here, before anything is counted
         self.venue = venue
         self.side = _side(side)
@@ -134,6 +145,31 @@ class Order:
     def average_price(self) -> float | None:
         """Volume-weighted fill price so far (None before the first fill)."""
         return self._notional / self.filled_quantity if self.filled_quantity else None
+
+    # -- context manager and decorator ---------------------------------------
+
+    def __enter__(self) -> Order:
+        return self.submit()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            self.close(exc)
+        except Exception as fault:  # noqa: BLE001 - telemetry never replaces the caller's exception
+            _drops.dropped(_ORDERS, "instrumentation_error", fault)
+        return False
+
+    async def __aenter__(self) -> Order:
+        return self.submit()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func):
+        """Decorate a function placing orders like this one: each call is a new order (sync, async)."""
+        if self._t0 is not None:
+            raise RuntimeError(f"{_ORDERS}: an order already submitted cannot decorate a function")
+        probe = _OrderProbe(self.venue, self.side, self.quantity, self.reference_price, self._m)
+        return Instrument(probe)(func)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -291,13 +327,14 @@ class _OrderProbe(_Probe):
     metric = _ORDERS
     exposes_state = True
 
-    def __init__(self, venue, side, quantity, reference_price, registry) -> None:
-        Order(venue, side, quantity, reference_price, registry=registry)  # validates; counts nothing
+    def __init__(self, venue, side, quantity, reference_price, metrics: _Metrics) -> None:
         self._args = (venue, side, quantity, reference_price)
-        self._registry = registry
+        self._m = metrics
 
     def start(self, args, kwargs) -> Order:
-        return Order(*self._args, registry=self._registry).submit()
+        o = Order(*self._args)
+        o._m = self._m
+        return o.submit()
 
     def finish(self, o: Order, exc, result) -> None:
         if exc is None and result is not None and not isinstance(result, (str, bytes)):
@@ -307,8 +344,8 @@ class _OrderProbe(_Probe):
 
 
 def order(venue: str, side: str, quantity: float, reference_price: float | None = None, *,
-          registry: MetricRegistry | None = None) -> Instrument:
-    """Record one order's lifecycle; a context manager (sync and async) and a decorator.
+          registry: MetricRegistry | None = None) -> Order:
+    """One order's lifecycle: a context manager (sync and async), or a decorator.
 
         with order("binance", "buy", 0.5, reference_price=mid) as o:
             placed = exchange.create_order("BTC/USDT", "limit", "buy", 0.5, limit_price)
@@ -318,11 +355,12 @@ def order(venue: str, side: str, quantity: float, reference_price: float | None 
         @order("binance", "sell", 1.0, reference_price=3_200.0)
         async def place(): return await exchange.create_order(...)   # a ccxt order structure is read
 
-    Entering submits (``submitted``, clocks start). The decorated call's
-    return value, when it is an order structure (ccxt's unified ``status``,
-    ``filled``, ``average``), is applied with :meth:`Order.update`. Leaving
-    closes the order if nothing closed it (:meth:`Order.close`). For orders
-    that outlive a block (a resting limit order), use :class:`Order` directly.
+    Entering submits (``submitted``, clocks start); leaving closes the order
+    if nothing closed it (:meth:`Order.close`). As a decorator every call is
+    a new order, and the return value, when it is an order structure
+    (ccxt's unified ``status``, ``filled``, ``average``), is applied with
+    :meth:`Order.update`. For orders that outlive a block (a resting limit
+    order), keep the :class:`Order` and call ``submit()`` yourself.
+    Arguments are validated here: a bad one raises before anything is counted.
     """
-    return Instrument(_OrderProbe(venue, side, quantity, reference_price, registry))
-
+    return Order(venue, side, quantity, reference_price, registry=registry)
