@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Mapping
 from datetime import datetime
 
+from .calibration import CalibrationTracker
 from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
                    PortfolioState, PortfolioTracker, change_pct, drawdown_pct, is_finite_number, leverage_ratio,
@@ -554,13 +555,17 @@ class AgentExporter(_Recorder):
         self._confidence = registry.by_attr("agent_confidence")
         self._last_decision = registry.by_attr("last_decision_timestamp_seconds")
         self.last_decision_times: dict[str, float] = {}
+        self.calibration = CalibrationTracker(registry)
 
     def prepare(self, agent: str) -> None:
         """Create the agent's confidence series now (raises for a bad label)."""
         self._confidence.labels(agent=agent)
 
-    def record_decision(self, agent: str, action: str, confidence: float) -> None:
-        """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``."""
+    def record_decision(self, agent: str, action: str, confidence: float) -> int | None:
+        """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``.
+
+        Returns the decision's id for :meth:`record_outcome` (see ``calibration.py``).
+        """
         number = _check_number(self._confidence.name, confidence, "confidence")
         if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
             raise ValueError(f"{self._confidence.name}: confidence must be in [0, 1], got {confidence!r:.80}")
@@ -573,6 +578,11 @@ class AgentExporter(_Recorder):
         # One dict item set: atomic, so no lock on this hot path.
         self.last_decision_times[_label_key(agent)] = now
         heartbeat.set(now)
+        return self.calibration.register(agent, confidence)
+
+    def record_outcome(self, decision_id, pnl: float) -> bool:
+        """Link a later trade's realised P&L to a decision: outcomes by confidence decile and the Brier score."""
+        return self.calibration.record_outcome(decision_id, pnl)
 
     def reset(self) -> None:
         with self._lock:
