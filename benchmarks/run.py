@@ -8,7 +8,7 @@ ratios hold on any machine even when absolute numbers drift. Times are the
 best of several repeats (least disturbed by other load). prometheus_client
 uses its own private ``CollectorRegistry``; raw OTel is a separate
 ``MeterProvider`` with an ``InMemoryMetricReader`` and exemplars off.
-Decorators from ``tinywindow_otel.instrument`` are measured only when they
+Decorators from ``tinywindow_otel.decorators`` are measured only when they
 exist in the tree being benchmarked ("n/a" otherwise).
 """
 
@@ -32,7 +32,7 @@ from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from tinywindow_otel import exporters as tw_exporters
-from tinywindow_otel import instrument
+from tinywindow_otel import decorators as instrument
 from tinywindow_otel.catalog import ALL_METRICS, LATENCY_BUCKETS
 from tinywindow_otel.metrics import REGISTRY, MetricRegistry
 
@@ -408,7 +408,7 @@ def bench_scrapes(sizes: tuple[int, ...], repeat: int, stock_limit: int) -> tupl
                                  f"{cache_bytes / n:,.0f}"])
             for m in REGISTRY:
                 m.clear()
-            from tinywindow_otel.demo import TradingSimulation
+            from tinywindow_otel.cli.demo import TradingSimulation
 
             simulation = TradingSimulation(seed=1)
             simulation.initialise_series()

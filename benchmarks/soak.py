@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from tinywindow_otel import MetricsServer  # noqa: E402
-from tinywindow_otel.demo import TradingSimulation  # noqa: E402
+from tinywindow_otel.cli.demo import TradingSimulation  # noqa: E402
 
 
 def rss_mb() -> float:

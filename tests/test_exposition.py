@@ -131,7 +131,7 @@ def test_pipeline_scrape_equals_the_stock_rendering_of_the_same_collection():
     """/metrics is the Prometheus text format (ADR 2), as the stock encoder writes it."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
-    from tinywindow_otel.demo import TradingSimulation
+    from tinywindow_otel.cli.demo import TradingSimulation
 
     simulation = TradingSimulation(seed=7)
     simulation.initialise_series()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tinywindow_otel import api_errors_total, api_latency_seconds, trade_pnl_usd
 from tinywindow_otel.catalog import LATENCY_BUCKETS
 from tinywindow_otel.exporters import trading_exporter
-from tinywindow_otel.instrument import TRADE_STATUSES, agent_decision, api_call, trade
+from tinywindow_otel.decorators import TRADE_STATUSES, agent_decision, api_call, trade
 from tinywindow_otel.metrics import REGISTRY, HistogramSeries
 
 KINDS = ("sync", "async", "gen", "agen")

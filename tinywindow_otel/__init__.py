@@ -47,7 +47,7 @@ METRIC_NAMES = (
     "circuit_breaker_trips", "kill_switch_activations",
 )
 
-from .instrument import agent_decision, api_call, trade  # noqa: E402
+from .decorators import agent_decision, api_call, trade  # noqa: E402
 
 __all__ = [
     "Counter", "Gauge", "Histogram", "MetricsServer", "MetricsServerError", "shutdown",

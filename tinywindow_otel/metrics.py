@@ -150,7 +150,7 @@ class CounterSeries(_Series):
 
     def count_exceptions(self, exception: type[BaseException] | tuple = Exception):
         """Decorator / context manager: +1 per call raising ``exception`` (sync, async, generators)."""
-        from .instrument import count_exceptions
+        from .decorators import count_exceptions
         return count_exceptions(self, exception)
 
     def _reset(self) -> None:
@@ -252,7 +252,7 @@ class HistogramSeries(_Series):
 
     def time(self):
         """Decorator / context manager observing elapsed seconds (sync, async, generators)."""
-        from .instrument import time_histogram
+        from .decorators import time_histogram
         return time_histogram(self)
 
     def snapshot(self) -> tuple[list[int], float, float, float]:
@@ -445,7 +445,7 @@ class Counter(_Metric):
         self._unlabelled().inc(amount)
 
     def count_exceptions(self, exception: type[BaseException] | tuple = Exception):
-        """Decorator / context manager counting calls that raise ``exception``; see ``instrument.py``.
+        """Decorator / context manager counting calls that raise ``exception``; see ``decorators.py``.
 
             >>> @api_errors_total.labels(service="claude", type="any").count_exceptions()
             ... def ask(): ...
@@ -489,7 +489,7 @@ class Histogram(_Metric):
         self._unlabelled().observe(value)
 
     def time(self):
-        """Decorator / context manager observing elapsed seconds; see ``instrument.py``.
+        """Decorator / context manager observing elapsed seconds; see ``decorators.py``.
 
             >>> @api_latency_seconds.labels(service="claude").time()
             ... async def ask(): ...

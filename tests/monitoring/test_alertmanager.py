@@ -10,7 +10,7 @@ import yaml
 
 from helpers import require_tool
 from monitoring.assets import ALERTMANAGER, alerts_by_name
-from tinywindow_otel.stack import TOKEN_PLACEHOLDER, WEBHOOK_PLACEHOLDER, alertmanager_config
+from tinywindow_otel.cli.stack import TOKEN_PLACEHOLDER, WEBHOOK_PLACEHOLDER, alertmanager_config
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ import pytest
 
 from helpers import fetch, require_tool, wait_until
 from monitoring.assets import ROOT, SEED_ALERTS, load_dashboards, panel_targets
-from tinywindow_otel.stack import LocalStack
+from tinywindow_otel.cli.stack import LocalStack
 
 DRIVER = Path(__file__).with_name("scenario_driver.py")
 # What Grafana would substitute at a 1s scrape interval (rate interval >= 4 scrapes).

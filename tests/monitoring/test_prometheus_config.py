@@ -9,7 +9,7 @@ import yaml
 
 from helpers import require_tool
 from monitoring.assets import PROMETHEUS, RULES, alerts_by_name
-from tinywindow_otel import stack
+from tinywindow_otel.cli import stack
 
 
 def container_layout(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 
 from helpers import fetch, require_tool, wait_until
 from monitoring.assets import ROOT
-from tinywindow_otel import stack
+from tinywindow_otel.cli import stack
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ class StackError(RuntimeError):
 
 def find_assets(start: str | Path | None = None) -> Path:
     """The directory holding ``alerts/`` and ``prometheus/``: ``start``, the cwd, or the source checkout."""
-    candidates = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).resolve().parent.parent]
+    candidates = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).resolve().parents[2]]
     for candidate in candidates:
         if (candidate / RULES_FILE).is_file() and (candidate / ALERTMANAGER_FILE).is_file():
             return candidate.resolve()
@@ -326,7 +326,7 @@ def run(*, host: str, port: int, prometheus_port: int, alertmanager_port: int, i
         stop: threading.Event, out: Callable[[str], None] = print) -> int:
     """The ``tinywindow-otel stack`` command: demo + Prometheus + Alertmanager until ``stop`` is set."""
     from . import demo
-    from .server import MetricsServer
+    from ..server import MetricsServer
 
     with MetricsServer(host, port) as server:
         stack = LocalStack(f"{host}:{server.port}", assets=assets, host=host,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import random
 import threading
 
-from . import agent_confidence, agent_decisions_total, api_errors_total, api_latency_seconds, api_requests_total
-from . import circuit_breaker_trips, kill_switch_activations, trade_amount_usd, trades_total
-from .exporters import agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter
-from .exporters import trading_exporter
+from .. import agent_confidence, agent_decisions_total, api_errors_total, api_latency_seconds, api_requests_total
+from .. import circuit_breaker_trips, kill_switch_activations, trade_amount_usd, trades_total
+from ..exporters import agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter
+from ..exporters import trading_exporter
 
 SYMBOLS = {"BTC/USDT": 65_000.0, "ETH/USDT": 3_200.0, "SOL/USDT": 150.0}
 SERVICES = {"binance": 0.08, "coinbase": 0.12, "claude": 1.8}  # typical latency, seconds

@@ -1,6 +1,6 @@
 """Decorators and context managers that time calls and count their failures.
 
-    >>> from tinywindow_otel.instrument import api_call, trade, agent_decision
+    >>> from tinywindow_otel.decorators import api_call, trade, agent_decision
     >>> @api_call("claude")
     ... async def ask(prompt): ...
     >>> with trade("BTC/USDT") as t:

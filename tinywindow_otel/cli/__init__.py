@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from .server import DEFAULT_HOST, DEFAULT_PORT, MetricsServer
+from ..server import DEFAULT_HOST, DEFAULT_PORT, MetricsServer
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _tls(args: argparse.Namespace):
     """TLS from the flags; None leaves it to the environment (security.TLSConfig.from_env)."""
-    from .security import TLSConfig
+    from ..security import TLSConfig
 
     if not args.tls_cert:
         if args.tls_key or args.tls_client_ca:
@@ -41,7 +41,7 @@ def _tls(args: argparse.Namespace):
 
 
 def _auth(args: argparse.Namespace):
-    from .security import ENV_AUTH_HASH, BasicAuth, read_hash_file
+    from ..security import ENV_AUTH_HASH, BasicAuth, read_hash_file
 
     if not args.basic_auth_user:
         return None
@@ -54,7 +54,7 @@ def _auth(args: argparse.Namespace):
 def _hash_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from .security import hash_password
+    from ..security import hash_password
 
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
     if not password:
@@ -81,7 +81,7 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    from .catalog import render_markdown
+    from ..catalog import render_markdown
 
     sys.stdout.write(render_markdown())
     return 0
