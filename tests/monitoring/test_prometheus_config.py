@@ -5,11 +5,25 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
 from helpers import require_tool
 from monitoring.assets import PROMETHEUS, RULES, alerts_by_name
 from tinywindow_otel.cli import stack
+
+# promtool of both toolchains (Debian's 2.42 and 3.x) must accept the configs.
+pytestmark = pytest.mark.usefixtures("toolchain")
+
+
+def test_the_matrix_puts_the_toolchains_binaries_first_on_path(toolchain):
+    versions = {tool: subprocess.run([require_tool(tool), "--version"], capture_output=True, text=True,
+                                     timeout=30) for tool in ("prometheus", "promtool", "amtool")}
+    text = {tool: result.stdout + result.stderr for tool, result in versions.items()}
+    expected = {"debian": ("2.", "0.2"), "current": ("3.", "0.3")}[toolchain.name]
+    assert f"prometheus, version {expected[0]}" in text["prometheus"], text["prometheus"]
+    assert f"promtool, version {expected[0]}" in text["promtool"], text["promtool"]
+    assert f"amtool, version {expected[1]}" in text["amtool"], text["amtool"]
 
 
 def container_layout(tmp_path):
