@@ -41,3 +41,12 @@ def otelcol():
         return collector_binary()
     except ToolUnavailable as exc:
         unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def prometheus3():
+    """The current toolchain (Prometheus 3.x, Alertmanager 0.35), for tests of Prometheus 3-only features."""
+    try:
+        return resolve("current")
+    except ToolUnavailable as exc:
+        unavailable(str(exc))
