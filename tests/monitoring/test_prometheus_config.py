@@ -82,3 +82,16 @@ def test_shorten_for_changes_only_non_zero_durations(tmp_path):
     path.write_text(shortened)
     result = subprocess.run([require_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_otlp_receiver_block_is_valid_for_prometheus_3(tmp_path, prometheus3):
+    # prometheus/otlp-receiver.yml is merged into prometheus.yml for the native OTLP path
+    # (Prometheus 2.x does not know the section, hence its own file).
+    from monitoring.deploy import OTLP_RECEIVER_CONFIG
+
+    path = container_layout(tmp_path)
+    config = yaml.safe_load(path.read_text()) | yaml.safe_load(OTLP_RECEIVER_CONFIG.read_text())
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([prometheus3.promtool, "check", "config", str(path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
