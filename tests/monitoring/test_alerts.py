@@ -16,6 +16,9 @@ from monitoring.assets import (
 )
 from tinywindow_otel.catalog import BY_NAME
 
+# Every test here runs on Debian's Prometheus 2.42/Alertmanager 0.25 and on Prometheus 3.x/Alertmanager 0.35.
+pytestmark = pytest.mark.usefixtures("toolchain")
+
 RUNBOOK_BASE = "https://github.com/tinywindow/tinywindow-otel/blob/main/docs/runbooks.md#"
 COMPARISON_AT_END = re.compile(r"\)?\s*(<|>)\s*(-?[0-9.]+)\s*$")
 
