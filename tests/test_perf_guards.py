@@ -98,8 +98,8 @@ def test_repeated_scrapes_reuse_cached_line_text():
     series.observe(0.3)
     pipeline = get_pipeline()
     pipeline.render()
-    template = series.attributes.line[2]
+    template = series.attributes.line[3]
     series.observe(0.7)
     body, _ = pipeline.render()
-    assert series.attributes.line[2] is template  # not rebuilt for a series that only changed value
+    assert series.attributes.line[3] is template  # not rebuilt for a series that only changed value
     assert b'tinywindow_api_latency_seconds_count{service="claude"} 2.0' in body

@@ -135,7 +135,7 @@ class Settings:
         exporters = _parse_exporters(*(("exporters", given["exporters"]) if "exporters" in given
                                        else pick("OTEL_METRICS_EXPORTER") or ("OTEL_METRICS_EXPORTER", "prometheus")))
         found = pick("OTEL_SDK_DISABLED")
-        sdk_disabled = bool(found) and _parse_bool(*found)
+        sdk_disabled = _parse_bool(*found) if found else False
         if sdk_disabled:
             exporters = ()  # the whole SDK, both ways: not a /metrics without OTLP or half a pipeline
         if "runtime_metrics" in given:

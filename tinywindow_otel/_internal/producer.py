@@ -56,8 +56,13 @@ class Producer:
                 points = [NumberDataPoint(s.attributes, s.created_ns, now, s._value) for s in family.series()]
                 data = Sum(points, CUMULATIVE, True)
             elif kind is Kind.GAUGE:
-                points = [NumberDataPoint(s.attributes, s.created_ns, now, s._value)
-                          for s in family.series() if s._value is not None]
+                # get(), not the stored value: a gauge series may compute its
+                # value at collection time (e.g. the age of a timestamp).
+                points = []
+                for s in family.series():
+                    value = s.get()
+                    if value is not None:
+                        points.append(NumberDataPoint(s.attributes, s.created_ns, now, value))
                 data = Gauge(points)
             else:
                 points = []

@@ -141,8 +141,13 @@ class Renderer:
             points = family.points
             if not points:
                 continue
-            if family.uniform and points[0].attributes.__class__ is Attributes:
-                keys = tuple(sorted(points[0].attributes))
+            first = points[0].attributes
+            width = len(first)
+            # One facade family whose series all carry its declared labels
+            # (a series may drop one, e.g. an attribute that is conditionally absent).
+            if (family.uniform and first.__class__ is Attributes
+                    and all([len(p.attributes) == width for p in points])):
+                keys = tuple(sorted(map(label_name, first)))
             else:
                 family.uniform = False
                 keys = tuple(sorted(frozenset().union(*(map(label_name, p.attributes) for p in points))))
@@ -209,11 +214,11 @@ class Renderer:
         for point in points:
             attributes = point.attributes
             line = getattr(attributes, "line", None) if uniform else None
-            if line is None or line[0] is not family.sample:
-                line = (family.sample, _prefix(sample, self._items(attributes, keys)))
+            if line is None or line[0] is not sample or line[1] != keys:
+                line = (sample, keys, _prefix(sample, self._items(attributes, keys)))
                 if uniform:
                     attributes.line = line
-            append(line[1])
+            append(line[2])
             append(_go(point.value))
             append("\n")
 
@@ -224,7 +229,7 @@ class Renderer:
             attributes = point.attributes
             bounds = tuple(point.explicit_bounds)
             line = getattr(attributes, "line", None) if uniform else None
-            if line is None or line[0] is not family.sample or line[1] != bounds:
+            if line is None or line[0] is not family.sample or line[1] != bounds or line[2] != keys:
                 items = self._items(attributes, keys)
                 prefixes = []
                 for le in chain(map(str, bounds), ["+Inf"]):
@@ -234,7 +239,7 @@ class Renderer:
                 prefixes.append(_prefix(name + "_count", items))
                 prefixes.append(_prefix(name + "_sum", items))
                 # One %-template per series: a scrape formats the numbers only.
-                line = (family.sample, bounds, "".join(p.replace("%", "%%") + "%s\n" for p in prefixes))
+                line = (family.sample, bounds, keys, "".join(p.replace("%", "%%") + "%s\n" for p in prefixes))
                 if uniform:
                     attributes.line = line
             cumulative = list(accumulate(point.bucket_counts))
@@ -249,7 +254,7 @@ class Renderer:
                 values = [_go(count) for count in cumulative]
             values.append(values[-1])
             values.append(_go(point.sum))
-            append(line[2] % tuple(values))
+            append(line[3] % tuple(values))
 
 
 def _prefix(sample_name: str, items) -> str:

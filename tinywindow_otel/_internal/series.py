@@ -148,6 +148,10 @@ class GaugeSeries(Series):
         super().__init__(*args)
         self._value: float | None = None
 
+    def _finite(self, value: object) -> float | None:
+        """``value`` as a finite float, or None after counting it as dropped (for subclasses)."""
+        return self._number(value)
+
     def set(self, value: float) -> None:
         """Set to ``value``. NaN/inf are dropped (the previous value stays) and counted."""
         cls = value.__class__
