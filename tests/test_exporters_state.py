@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from tinywindow_otel import active_positions, agent_decision, trade
 from tinywindow_otel.exporters import (
-    TRADE_STATUSES, PortfolioExporter, agent_exporter, api_exporter, export_state, portfolio_exporter, restore_state,
-    risk_exporter, safety_exporter, trading_exporter,
+    TRADE_STATUSES, PortfolioExporter, agent_exporter, api_exporter, export_state, portfolio_exporter, reset,
+    restore_state, risk_exporter, safety_exporter, trading_exporter,
 )
+from tinywindow_otel.metrics import REGISTRY
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 
@@ -141,6 +142,29 @@ def test_confidence_bounds_are_inclusive(scrape_metrics):
     assert sample_value(scrape_metrics(), "tinywindow_agent_confidence_count", agent="a") == 2
 
 
+def test_decorators_raise_for_values_the_caller_passes_and_count_values_returned(scrape_metrics):
+    with pytest.raises(ValueError, match="tinywindow_agent_confidence: confidence must be in \\[0, 1\\]"):
+        with agent_decision("analyst") as d:
+            d.record("buy", 1.5)
+
+    @agent_decision("analyst")
+    def decide():
+        return ("buy", 85)
+
+    @trade("BTC/USDT")
+    def place():
+        return {"status": "filled", "amount_usd": -10.0}
+
+    assert decide() == ("buy", 85)  # a telemetry fault never reaches the caller
+    assert place() == {"status": "filled", "amount_usd": -10.0}
+    families = scrape_metrics()
+    assert sample_value(families, "tinywindow_agent_decisions_total", action="buy", agent="analyst") is None
+    assert sample_value(families, "tinywindow_trades_total", status="filled", symbol="BTC/USDT") == 0
+    for metric in ("tinywindow_agent_decisions_total", "tinywindow_trades_total"):
+        assert sample_value(families, "tinywindow_otel_dropped_measurements_total",
+                            metric=metric, reason="instrumentation_error") == 1
+
+
 def test_cancelled_trade_coroutine_is_recorded_as_cancelled_and_reraised(scrape_metrics):
     async def main():
         ready = asyncio.Event()
@@ -177,9 +201,8 @@ def test_state_round_trips_as_json_text_with_tally_breakers_positions_and_heartb
     beats = scrape_metrics()
 
     # A restart: the process comes back with nothing.
-    for recorder in (trading_exporter, portfolio_exporter, agent_exporter, safety_exporter):
-        recorder.reset()
-    from tinywindow_otel.metrics import REGISTRY
+    reset()
+    assert export_state()["trading"]["wins"] == 0 and export_state()["safety"]["circuit_breakers_open"] == {}
     for metric in REGISTRY:
         metric.clear()
 

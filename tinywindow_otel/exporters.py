@@ -694,6 +694,12 @@ _STATE_PARTS = {"trading": trading_exporter, "portfolio": portfolio_exporter,
                 "agents": agent_exporter, "safety": safety_exporter}
 
 
+def reset() -> None:
+    """Forget the derived state of every default recorder (tally, peak, breakers, heartbeats, risk gauge owners)."""
+    for recorder in (trading_exporter, portfolio_exporter, agent_exporter, safety_exporter):
+        recorder.reset()
+
+
 def export_state() -> dict:
     """Everything the default recorders need to survive a restart, as one JSON-serialisable dict.
 
@@ -733,5 +739,5 @@ def restore_state(state: str | bytes | Mapping) -> None:
 __all__ = [
     "APIExporter", "AgentExporter", "BoundAPICall", "PortfolioExporter", "RiskExporter", "SafetyExporter",
     "TRADE_STATUSES", "TradingExporter", "agent_exporter", "api_exporter", "check_trade", "export_state",
-    "portfolio_exporter", "restore_state", "risk_exporter", "safety_exporter", "trading_exporter",
+    "portfolio_exporter", "reset", "restore_state", "risk_exporter", "safety_exporter", "trading_exporter",
 ]
