@@ -26,8 +26,7 @@ from datetime import datetime
 
 from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
-                   PortfolioState, PortfolioTracker, change_pct, drawdown_pct, is_finite_number, leverage_ratio,
-                   win_rate_pct)
+                   PortfolioState, PortfolioTracker, is_finite_number, leverage_ratio, win_rate_pct)
 
 UNKNOWN_ERROR_TYPE = "unknown"
 
