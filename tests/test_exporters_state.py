@@ -332,6 +332,22 @@ def test_two_threads_updating_the_portfolio_never_leave_it_without_positions():
     assert empty == 0, f"{empty} of {rounds} rounds ended with no position published"
 
 
+def test_the_latest_snapshot_wins_across_exporters_and_resets(scrape_metrics):
+    other = PortfolioExporter()  # a second exporter on the same registry publishes the same gauges
+    portfolio_exporter.update_portfolio(1000.0, 0.0, {"BTC/USDT": 1.0}, prices={"BTC/USDT": 10.0})
+    other.update_portfolio(1000.0, 0.0, {"ETH/USDT": 2.0}, prices={"ETH/USDT": 5.0})
+    families = scrape_metrics()
+    assert sample_value(families, "tinywindow_active_positions", symbol="BTC/USDT") is None
+    assert sample_value(families, "tinywindow_position_notional_usd", symbol="BTC/USDT") is None
+    assert sample_value(families, "tinywindow_position_notional_usd", symbol="ETH/USDT") == 10.0
+    portfolio_exporter.reset()  # forgets derived state, not what is on /metrics
+    portfolio_exporter.update_portfolio(1000.0, 0.0, {"SOL/USDT": 3.0})
+    families = scrape_metrics()
+    assert sample_value(families, "tinywindow_active_positions", symbol="ETH/USDT") is None
+    assert sample_value(families, "tinywindow_position_notional_usd", symbol="ETH/USDT") is None
+    assert sample_value(families, "tinywindow_active_positions", symbol="SOL/USDT") == 3.0
+
+
 def test_risk_gauge_set_explicitly_is_not_overwritten_by_the_derived_value(scrape_metrics):
     exporter = PortfolioExporter(var_min_samples=2, return_interval_s=1)
     risk_exporter.set_drawdown(3.5)

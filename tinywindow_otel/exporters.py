@@ -42,8 +42,8 @@ _RECORDERS: weakref.WeakSet = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     # Runs in the child before any other code: only plain attribute resets, no
     # metric calls (their locks may still be held by a parent thread here).
-    global _RISK_GAUGES_LOCK
-    _RISK_GAUGES_LOCK = threading.Lock()
+    global _PORTFOLIO_GAUGES_LOCK
+    _PORTFOLIO_GAUGES_LOCK = threading.Lock()
     for recorder in list(_RECORDERS):
         recorder._after_fork_in_child()
 
@@ -214,22 +214,63 @@ class TradingExporter(_Recorder):
                 self._last_trade.set(last)
 
 
-class _RiskGauges(_Recorder):
-    """The one writer of the four risk gauges of a registry.
+class _PortfolioGauges(_Recorder):
+    """The one writer of a registry's position gauges and its four risk gauges.
 
-    Values come from two sources: derived by a :class:`PortfolioExporter`, or
+    Positions: the published snapshot (``publish``) replaces the previous one
+    under one lock, whichever exporter or thread publishes it. Risk gauges:
+    values come from two sources, derived by a :class:`PortfolioExporter` or
     set explicitly through :class:`RiskExporter` (a risk engine). Once a gauge
-    is set explicitly it is owned by that source until ``reset()``: the
-    derived value no longer overwrites it, so the gauge never flips between two
-    answers from one scrape to the next.
+    is set explicitly it is owned by that source until ``reset_owners()``: the
+    derived value no longer overwrites it, so the gauge never flips between
+    two answers from one scrape to the next.
     """
 
-    GAUGES = ("drawdown_pct", "daily_pnl_pct", "leverage_ratio", "portfolio_var_95")
+    RISK_GAUGES = ("drawdown_pct", "daily_pnl_pct", "leverage_ratio", "portfolio_var_95")
 
     def __init__(self, registry: MetricRegistry) -> None:
         super().__init__()
-        self.gauges = {attr: registry.by_attr(attr) for attr in self.GAUGES}
+        self.gauges = {attr: registry.by_attr(attr) for attr in self.RISK_GAUGES}
+        self.positions = registry.by_attr("active_positions")
+        self.notional = registry.by_attr("position_notional_usd")
         self.explicit: set[str] = set()
+        # label value -> (size, notional or None): what this process recorded, for export_state().
+        self.snapshot: dict[str, tuple[float, float | None]] = {}
+        # The symbols on /metrics, to remove when absent from the next snapshot (kept across a fork:
+        # the child's next snapshot still replaces the inherited series).
+        self.published: set[str] = set()
+
+    # -- positions ----------------------------------------------------------------
+
+    def publish(self, snapshot: dict[str, tuple[float, float | None]]) -> None:
+        with self._lock:
+            # Series are looked up under the lock: another thread's update
+            # cannot remove one between our lookup and our set.
+            for key, (size, notional) in snapshot.items():
+                self.positions.labels(symbol=key).set(size)
+                self._set_notional(key, notional)
+            for key in self.published - snapshot.keys():
+                self.positions.remove(key)
+                self.notional.remove(key)
+            self.snapshot, self.published = snapshot, set(snapshot)
+
+    def _set_notional(self, key: str, notional: float | None) -> None:
+        if notional is None:
+            self.notional.remove(key)
+        elif math.isfinite(notional):
+            self.notional.labels(symbol=key).set(notional)
+        else:  # an overflowing size * price: no value rather than a stale one
+            _drops.dropped(self.notional.name, "nan" if notional != notional else "inf", notional)
+            self.notional.remove(key)
+
+    def export_positions(self) -> tuple[dict[str, float], dict[str, float]]:
+        with self._lock:
+            items = list(self.snapshot.items())
+        positions = {key: size for key, (size, _) in items if math.isfinite(size)}
+        notionals = {key: notional for key, (_, notional) in items if notional is not None and math.isfinite(notional)}
+        return positions, notionals
+
+    # -- risk gauges ----------------------------------------------------------------
 
     def set_explicit(self, attr: str, value: float) -> None:
         gauge = self.gauges[attr]
@@ -255,23 +296,25 @@ class _RiskGauges(_Recorder):
             else:
                 gauge.set(value)
 
-    def reset(self) -> None:
+    def reset_owners(self) -> None:
         with self._lock:
             self.explicit.clear()
 
-    def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # which source owns a gauge is configuration: it stays
+    def _forget(self) -> None:
+        # In a forked child: the positions are the parent's. Which source owns a risk gauge is
+        # configuration, and the published symbols are still on this registry: both stay.
+        self.snapshot = {}
 
 
-_RISK_GAUGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_RISK_GAUGES_LOCK = threading.Lock()
+_PORTFOLIO_GAUGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PORTFOLIO_GAUGES_LOCK = threading.Lock()
 
 
-def _risk_gauges(registry: MetricRegistry) -> _RiskGauges:
-    with _RISK_GAUGES_LOCK:
-        gauges = _RISK_GAUGES.get(registry)
+def _portfolio_gauges(registry: MetricRegistry) -> _PortfolioGauges:
+    with _PORTFOLIO_GAUGES_LOCK:
+        gauges = _PORTFOLIO_GAUGES.get(registry)
         if gauges is None:
-            gauges = _RISK_GAUGES[registry] = _RiskGauges(registry)
+            gauges = _PORTFOLIO_GAUGES[registry] = _PortfolioGauges(registry)
         return gauges
 
 
@@ -301,15 +344,14 @@ class PortfolioExporter(_Recorder):
         super().__init__()
         self._value = registry.by_attr("portfolio_value_usd")
         self._unrealized = registry.by_attr("unrealized_pnl_usd")
-        self._positions = registry.by_attr("active_positions")
-        self._notional = registry.by_attr("position_notional_usd")
-        self._risk = _risk_gauges(registry)
+        self._gauges = _portfolio_gauges(registry)
+        self._positions = self._gauges.positions
+        self._notional = self._gauges.notional
+        self._risk = self._gauges
         self.var_method = var_method
         self.var_min_samples = var_min_samples
         self._tracker_options = {"window": var_window, "return_interval_s": return_interval_s}
         self.tracker = PortfolioTracker(state, **self._tracker_options)
-        # The published snapshot: label value -> (size, notional or None).
-        self._snapshot: dict[str, tuple[float, float | None]] = {}
 
     def update_portfolio(
         self,
@@ -353,15 +395,7 @@ class PortfolioExporter(_Recorder):
         with self._lock:
             self._value.set(value)
             self._unrealized.set(unrealized_pnl)
-            # Series are looked up under the lock: another thread's update
-            # cannot remove one between our lookup and our set.
-            for key, (size, notional) in snapshot.items():
-                self._positions.labels(symbol=key).set(size)
-                self._set_notional(key, notional)
-            for key in self._snapshot.keys() - snapshot.keys():
-                self._positions.remove(key)
-                self._notional.remove(key)
-            self._snapshot = snapshot
+            self._gauges.publish(snapshot)
             if leverage is not None:
                 self._risk.set_given("leverage_ratio", leverage)
             elif (prices is not None or notionals is not None) and finite_value:
@@ -392,15 +426,6 @@ class PortfolioExporter(_Recorder):
                 result[symbol] = abs(notional)
         return result
 
-    def _set_notional(self, key: str, notional: float | None) -> None:
-        if notional is None:
-            self._notional.remove(key)
-        elif math.isfinite(notional):
-            self._notional.labels(symbol=key).set(notional)
-        else:  # an overflowing size * price: no value rather than a stale one
-            _drops.dropped(self._notional.name, "nan" if notional != notional else "inf", notional)
-            self._notional.remove(key)
-
     def _set_leverage(self, notional_by_symbol: Mapping, sizes: Mapping, equity: float) -> None:
         missing = [symbol for symbol in sizes if symbol not in notional_by_symbol]
         if missing:
@@ -422,22 +447,19 @@ class PortfolioExporter(_Recorder):
                 self._risk.set_derived("portfolio_var_95", var)
 
     def reset(self) -> None:
-        """Forget the peak, day-start value, returns window and position snapshot; risk gauges derived again."""
+        """Forget the peak, day-start value and returns window; risk gauges set via ``risk_exporter`` are derived again."""
         with self._lock:
             self._forget()
-        self._risk.reset()
+        self._gauges.reset_owners()
 
     def _forget(self) -> None:
         self.tracker = PortfolioTracker(**self._tracker_options)
-        self._snapshot = {}
 
     def export_state(self) -> dict:
         """Peak, day-start value, returns window and positions (JSON-serialisable, finite numbers only)."""
         with self._lock:
             data = self.tracker.state.to_dict()
-            data["positions"] = {key: size for key, (size, _) in self._snapshot.items() if math.isfinite(size)}
-            data["notionals"] = {key: notional for key, (_, notional) in self._snapshot.items()
-                                 if notional is not None and math.isfinite(notional)}
+        data["positions"], data["notionals"] = self._gauges.export_positions()
         return data
 
     def restore_state(self, state: str | bytes | Mapping) -> None:
@@ -465,13 +487,7 @@ class PortfolioExporter(_Recorder):
     def _apply_state(self, tracker_state: PortfolioState, snapshot: dict) -> None:
         with self._lock:
             self.tracker.load(tracker_state)
-            for key, (size, notional) in snapshot.items():
-                self._positions.labels(symbol=key).set(size)
-                self._set_notional(key, notional)
-            for key in self._snapshot.keys() - snapshot.keys():
-                self._positions.remove(key)
-                self._notional.remove(key)
-            self._snapshot = snapshot
+            self._gauges.publish(snapshot)
 
 
 class RiskExporter:
@@ -483,7 +499,7 @@ class RiskExporter:
     """
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        self._risk = _risk_gauges(registry)
+        self._risk = _portfolio_gauges(registry)
 
     def set_drawdown(self, pct: float) -> None:
         self._risk.set_explicit("drawdown_pct", pct)
