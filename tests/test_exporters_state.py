@@ -397,11 +397,13 @@ class _PublicOnlyAgents:
     def __init__(self):
         self.decisions = []
 
-    def prepare(self, agent):
-        pass
+    def bind(self, agent):
+        outer = self
 
-    def record_decision(self, agent, action, confidence):
-        self.decisions.append((agent, action, confidence))
+        class Bound:
+            def record(self, action, confidence):
+                outer.decisions.append((agent, action, confidence))
+        return Bound()
 
 
 def test_decorators_use_only_the_recorders_public_methods():

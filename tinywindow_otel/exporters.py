@@ -560,33 +560,60 @@ class APIExporter:
             errors.inc()
 
 
+class BoundDecisions:
+    """One agent's series, looked up once (what ``agent_decision(agent)`` records into)."""
+
+    __slots__ = ("agent", "_key", "_exporter", "_decisions", "_confidence", "_confidence_name", "_heartbeat")
+
+    def __init__(self, exporter: AgentExporter, agent: str) -> None:
+        self.agent = agent
+        self._key = _label_key(agent)
+        self._exporter = exporter
+        self._decisions = exporter.decisions
+        self._confidence = exporter.confidence.labels(agent=agent)  # a bad agent label raises here
+        self._confidence_name = exporter.confidence.name
+        self._heartbeat = exporter.last_decision.labels(agent=agent)
+
+    def record(self, action: str, confidence: float) -> None:
+        """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``."""
+        number = _check_number(self._confidence_name, confidence, "confidence")
+        if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
+            raise ValueError(f"{self._confidence_name}: confidence must be in [0, 1], got {confidence!r:.80}")
+        decisions = self._decisions.labels(action=action, agent=self.agent)
+        now = time.time()
+        decisions.inc()
+        self._confidence.observe(confidence)
+        # One dict item set: atomic, so no lock on this hot path.
+        self._exporter.last_decision_times[self._key] = now
+        self._heartbeat.set(now)
+
+
 class AgentExporter(_Recorder):
     """Agent decisions: count by action, the confidence distribution, and a heartbeat per agent."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
         super().__init__()
-        self._decisions = registry.by_attr("agent_decisions_total")
-        self._confidence = registry.by_attr("agent_confidence")
-        self._last_decision = registry.by_attr("last_decision_timestamp_seconds")
+        self.decisions = registry.by_attr("agent_decisions_total")
+        self.confidence = registry.by_attr("agent_confidence")
+        self.last_decision = registry.by_attr("last_decision_timestamp_seconds")
         self.last_decision_times: dict[str, float] = {}
 
-    def prepare(self, agent: str) -> None:
-        """Create the agent's confidence series now (raises for a bad label)."""
-        self._confidence.labels(agent=agent)
+    def bind(self, agent: str) -> BoundDecisions:
+        """The agent's series, created now (raises for a bad label)."""
+        return BoundDecisions(self, agent)
 
     def record_decision(self, agent: str, action: str, confidence: float) -> None:
         """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``."""
-        number = _check_number(self._confidence.name, confidence, "confidence")
+        number = _check_number(self.confidence.name, confidence, "confidence")
         if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
-            raise ValueError(f"{self._confidence.name}: confidence must be in [0, 1], got {confidence!r:.80}")
-        decisions = self._decisions.labels(action=action, agent=agent)
-        confidence_series = self._confidence.labels(agent=agent)
-        heartbeat = self._last_decision.labels(agent=agent)
+            raise ValueError(f"{self.confidence.name}: confidence must be in [0, 1], got {confidence!r:.80}")
+        decisions = self.decisions.labels(action=action, agent=agent)
+        confidence_series = self.confidence.labels(agent=agent)
+        heartbeat = self.last_decision.labels(agent=agent)
         now = time.time()
         decisions.inc()
         confidence_series.observe(confidence)
-        # One dict item set: atomic, so no lock on this hot path.
-        self.last_decision_times[_label_key(agent)] = now
+        self.last_decision_times[_label_key(agent)] = now  # one dict item set: atomic, no lock on this hot path
         heartbeat.set(now)
 
     def reset(self) -> None:
@@ -616,7 +643,7 @@ class AgentExporter(_Recorder):
     def _apply_state(self, times: dict[str, float]) -> None:
         with self._lock:
             for agent, t in times.items():
-                self._last_decision.labels(agent=agent).set(t)
+                self.last_decision.labels(agent=agent).set(t)
             self.last_decision_times = dict(times)
 
 
@@ -752,7 +779,7 @@ def restore_state(state: str | bytes | Mapping) -> None:
 
 
 __all__ = [
-    "APIExporter", "AgentExporter", "BoundAPICall", "PortfolioExporter", "RiskExporter", "SafetyExporter",
+    "APIExporter", "AgentExporter", "BoundAPICall", "BoundDecisions", "PortfolioExporter", "RiskExporter", "SafetyExporter",
     "TRADE_STATUSES", "TradingExporter", "agent_exporter", "api_exporter", "check_trade", "export_state",
     "portfolio_exporter", "reset", "restore_state", "risk_exporter", "safety_exporter", "trading_exporter",
 ]
