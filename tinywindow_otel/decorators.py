@@ -527,13 +527,16 @@ def _read_decision(value: Any) -> tuple[str, float] | None:
 class DecisionRecorder:
     """The ``d`` in ``with agent_decision("analyst") as d``: call ``d.record(action, confidence)``."""
 
-    __slots__ = ("_probe",)
+    __slots__ = ("_probe", "decision_id")
 
     def __init__(self, probe: _DecisionProbe) -> None:
         self._probe = probe
+        self.decision_id = None  # for agent_exporter.record_outcome()
 
-    def record(self, action: str, confidence: float) -> None:
-        self._probe.record((action, confidence), strict=True)
+    def record(self, action: str, confidence: float):
+        """Record the decision; returns its id (also kept as ``d.decision_id``)."""
+        self.decision_id = self._probe.record((action, confidence), strict=True)
+        return self.decision_id
 
 
 class _DecisionProbe(_Probe):
@@ -547,16 +550,16 @@ class _DecisionProbe(_Probe):
     def start(self, args, kwargs) -> DecisionRecorder:
         return DecisionRecorder(self)
 
-    def record(self, value: Any, strict: bool = False) -> None:
+    def record(self, value: Any, strict: bool = False) -> Any:
         if value is None:
-            return  # the agent made no decision
+            return None  # the agent made no decision
         decision = _read_decision(value)
         if decision is None:
             if strict:
                 raise TypeError(f"{self.metric}: a decision is (action: str, confidence: number), got {value!r}")
             _drops.dropped(self.metric, "unreadable_decision", value)
-            return
-        self._record(*decision)
+            return None
+        return self._record(*decision)
 
     def item(self, state, value) -> None:
         self.record(value)

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Mapping
 from datetime import datetime
 
+from .calibration import CalibrationTracker
 from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
                    PortfolioState, PortfolioTracker, is_finite_number, leverage_ratio, win_rate_pct)
@@ -574,8 +575,8 @@ class BoundDecisions:
         self._confidence_name = exporter.confidence.name
         self._heartbeat = exporter.last_decision.labels(agent=agent)
 
-    def record(self, action: str, confidence: float) -> None:
-        """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``."""
+    def record(self, action: str, confidence: float) -> int | None:
+        """As ``AgentExporter.record_decision``; returns the decision's id for ``record_outcome``."""
         number = _check_number(self._confidence_name, confidence, "confidence")
         if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
             raise ValueError(f"{self._confidence_name}: confidence must be in [0, 1], got {confidence!r:.80}")
@@ -584,8 +585,10 @@ class BoundDecisions:
         decisions.inc()
         self._confidence.observe(confidence)
         # One dict item set: atomic, so no lock on this hot path.
-        self._exporter.last_decision_times[self._key] = now
+        exporter = self._exporter
+        exporter.last_decision_times[self._key] = now
         self._heartbeat.set(now)
+        return exporter.calibration.register(self.agent, confidence)
 
 
 class AgentExporter(_Recorder):
@@ -597,13 +600,17 @@ class AgentExporter(_Recorder):
         self.confidence = registry.by_attr("agent_confidence")
         self.last_decision = registry.by_attr("last_decision_timestamp_seconds")
         self.last_decision_times: dict[str, float] = {}
+        self.calibration = CalibrationTracker(registry)
 
     def bind(self, agent: str) -> BoundDecisions:
         """The agent's series, created now (raises for a bad label)."""
         return BoundDecisions(self, agent)
 
-    def record_decision(self, agent: str, action: str, confidence: float) -> None:
-        """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``."""
+    def record_decision(self, agent: str, action: str, confidence: float) -> int | None:
+        """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``.
+
+        Returns the decision's id for :meth:`record_outcome` (see ``calibration.py``).
+        """
         number = _check_number(self.confidence.name, confidence, "confidence")
         if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
             raise ValueError(f"{self.confidence.name}: confidence must be in [0, 1], got {confidence!r:.80}")
@@ -615,6 +622,11 @@ class AgentExporter(_Recorder):
         confidence_series.observe(confidence)
         self.last_decision_times[_label_key(agent)] = now  # one dict item set: atomic, no lock on this hot path
         heartbeat.set(now)
+        return self.calibration.register(agent, confidence)
+
+    def record_outcome(self, decision_id, pnl: float) -> bool:
+        """Link a later trade's realised P&L to a decision: outcomes by confidence decile and the Brier score."""
+        return self.calibration.record_outcome(decision_id, pnl)
 
     def reset(self) -> None:
         with self._lock:
@@ -622,6 +634,10 @@ class AgentExporter(_Recorder):
 
     def _forget(self) -> None:
         self.last_decision_times = {}
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self.calibration.after_fork_in_child()
 
     def export_state(self) -> dict:
         """Last decision time per agent (JSON-serialisable)."""
