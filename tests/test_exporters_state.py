@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from helpers import sample_value
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tinywindow_otel import active_positions, agent_decision, trade
@@ -245,6 +245,11 @@ def test_restore_accepts_the_dict_and_json_bytes_and_is_all_or_nothing():
         restore_state({"version": 2, "trading": {}, "extra": 1})
     with pytest.raises(ValueError, match="version"):
         restore_state({"version": 99})
+    with pytest.raises(ValueError, match="agent state"):
+        restore_state({"agents": {"last_decision_times": {"analyst": None}}})
+    with pytest.raises(ValueError, match="portfolio state: returns"):
+        restore_state({"portfolio": {"returns": [1e400]}})  # JSON's 1e400 is infinity
+    assert trading_exporter.wins == 1
 
 
 def test_portfolio_only_state_still_restores(scrape_metrics):
@@ -453,3 +458,34 @@ def test_domain_modules_read_no_private_attribute_defined_elsewhere():
                     and node.attr not in defined and node.attr not in allowed):
                 offenders.append(f"{module}:{node.lineno} .{node.attr}")
     assert offenders == []
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers(-10**30, 10**30) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6)
+_mapping_of = st.dictionaries(st.sampled_from(["BTC/USDT", "x", ""]), _json, max_size=2)
+_parts = {
+    "trading": st.fixed_dictionaries({}, optional={"wins": _json, "losses": _json, "last_trade_time": _json}),
+    "portfolio": st.fixed_dictionaries({}, optional={
+        "peak": _json, "day": _json, "day_start_value": _json, "returns": _json, "last_sample_value": _json,
+        "last_sample_time": _json, "positions": _mapping_of | _json, "notionals": _mapping_of | _json}),
+    "agents": st.fixed_dictionaries({}, optional={"last_decision_times": _mapping_of | _json}),
+    "safety": st.fixed_dictionaries({}, optional={"circuit_breakers_open": _mapping_of | _json,
+                                                  "kill_switches_engaged": _mapping_of | _json}),
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.fixed_dictionaries({}, optional={"version": st.just(2) | _json, **{k: v | _json for k, v in _parts.items()}}))
+def test_restoring_any_json_raises_a_clear_error_or_applies_and_round_trips(document):
+    before = export_state()
+    try:
+        restore_state(json.dumps(document))
+    except (ValueError, TypeError) as exc:
+        event("rejected")
+        assert "state" in str(exc), exc
+        assert export_state() == before, "a rejected document was partly applied"
+        return
+    event("applied")
+    restore_state(json.dumps(export_state(), allow_nan=False))  # what was restored exports and restores again

@@ -23,6 +23,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from .calibration import CalibrationTracker
 from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
@@ -651,10 +652,13 @@ class AgentExporter(_Recorder):
     def _parse_state(data: dict) -> tuple[dict[str, float]]:
         _check_fields(data, {"last_decision_times"}, "agent state")
         times = data.get("last_decision_times") or {}
-        if not isinstance(times, Mapping) or not all(isinstance(k, str) for k in times):
+        if not isinstance(times, Mapping) or not all(
+                isinstance(k, str) and v is not None for k, v in times.items()):
             raise ValueError("agent state: last_decision_times must map agent names to times")
-        return ({agent: _timestamp(t, f"agent state: last decision time of {agent!r:.80}")
-                 for agent, t in times.items()},)
+        parsed: dict[str, float] = {}
+        for agent, t in times.items():
+            parsed[agent] = _timestamp(t, f"agent state: last decision time of {agent!r:.80}") or 0.0  # not None: checked
+        return (parsed,)
 
     def _apply_state(self, times: dict[str, float]) -> None:
         with self._lock:
@@ -748,7 +752,7 @@ api_exporter = APIExporter()
 agent_exporter = AgentExporter()
 safety_exporter = SafetyExporter()
 
-_STATE_PARTS = {"trading": trading_exporter, "portfolio": portfolio_exporter,
+_STATE_PARTS: dict[str, Any] = {"trading": trading_exporter, "portfolio": portfolio_exporter,
                 "agents": agent_exporter, "safety": safety_exporter}
 
 
