@@ -252,6 +252,25 @@ def test_restore_accepts_the_dict_and_json_bytes_and_is_all_or_nothing():
     assert trading_exporter.wins == 1
 
 
+def test_restore_replaces_the_tally_and_keeps_newer_heartbeats_and_unnamed_breakers(scrape_metrics):
+    now = time.time()
+    trading_exporter.record_trade("BTC/USDT", "filled", pnl=5.0)
+    agent_exporter.record_decision("analyst", "buy", 0.5)
+    safety_exporter.record_kill_switch_activation("manual")  # engaged since start, not in the document
+    restore_state({"trading": {"wins": 0, "losses": 0, "last_trade_time": now - 3600},
+                   "agents": {"last_decision_times": {"analyst": now - 3600, "scanner": now - 60}},
+                   "safety": {"circuit_breakers_open": {"daily_loss": True}}})
+    families = scrape_metrics()
+    assert sample_value(families, "tinywindow_win_rate") is None  # the tally is replaced: nothing decided
+    assert sample_value(families, "tinywindow_last_trade_timestamp_seconds") >= now  # the newer one stays
+    assert sample_value(families, "tinywindow_last_decision_timestamp_seconds", agent="analyst") >= now
+    assert sample_value(families, "tinywindow_last_decision_timestamp_seconds", agent="scanner") == now - 60
+    assert sample_value(families, "tinywindow_kill_switch_engaged", mode="manual") == 1
+    assert sample_value(families, "tinywindow_circuit_breaker_open", reason="daily_loss") == 1
+    assert export_state()["safety"] == {"circuit_breakers_open": {"daily_loss": True},
+                                        "kill_switches_engaged": {"manual": True}}
+
+
 def test_portfolio_only_state_still_restores(scrape_metrics):
     portfolio_exporter.update_portfolio(50_000.0, 0.0, {}, now=T0)
     saved = json.dumps(portfolio_exporter.export_state())

@@ -208,11 +208,15 @@ class TradingExporter(_Recorder):
 
     def _apply_state(self, wins: int, losses: int, last: float | None) -> None:
         with self._lock:
-            self.wins, self.losses, self.last_trade_time = wins, losses, last
+            self.wins, self.losses = wins, losses
             rate = win_rate_pct(wins, losses)
             if rate is not None:
                 self._win_rate.set(rate)
-            if last is not None:
+            else:
+                self._win_rate.clear()  # no decided trade: no win rate, not the one before the restore
+            # A heartbeat is the latest time known, restored or recorded since start.
+            if last is not None and (self.last_trade_time is None or last > self.last_trade_time):
+                self.last_trade_time = last
                 self._last_trade.set(last)
 
 
@@ -662,9 +666,11 @@ class AgentExporter(_Recorder):
 
     def _apply_state(self, times: dict[str, float]) -> None:
         with self._lock:
+            # A heartbeat is the latest time known, restored or recorded since start.
             for agent, t in times.items():
-                self.last_decision.labels(agent=agent).set(t)
-            self.last_decision_times = dict(times)
+                if t > self.last_decision_times.get(agent, -1.0):
+                    self.last_decision.labels(agent=agent).set(t)
+                    self.last_decision_times[agent] = t
 
 
 class SafetyExporter(_Recorder):
@@ -737,12 +743,15 @@ class SafetyExporter(_Recorder):
         return parsed[0], parsed[1]
 
     def _apply_state(self, breakers: dict[str, bool], kill_switches: dict[str, bool]) -> None:
+        # Merged by name: a breaker or kill switch this process has set since start and the
+        # document does not name keeps its state.
         with self._lock:
             for reason, is_open in breakers.items():
                 self._open.labels(reason=reason).set(1 if is_open else 0)
             for mode, engaged in kill_switches.items():
                 self._engaged.labels(mode=mode).set(1 if engaged else 0)
-            self.breakers, self.kill_switches = breakers, kill_switches
+            self.breakers = {**self.breakers, **breakers}
+            self.kill_switches = {**self.kill_switches, **kill_switches}
 
 
 trading_exporter = TradingExporter()
