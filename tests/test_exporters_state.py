@@ -26,6 +26,12 @@ from tinywindow_otel.metrics import REGISTRY
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def fresh_recorders():
+    """Every default recorder starts without derived state (the shared fixture clears the metrics)."""
+    reset()
+
+
 # --- state gauges -------------------------------------------------------------------------
 
 
