@@ -107,8 +107,9 @@ def test_bad_input_raises_naming_the_metric():
 
 
 def test_out_of_range_confidence_is_not_tracked():
-    assert agent_exporter.record_decision("analyst", "buy", 1.5) is None
-    assert agent_exporter.record_decision("analyst", "buy", math.nan) is None
+    with pytest.raises(ValueError, match="tinywindow_agent_confidence"):  # outside [0, 1] is a caller's error
+        agent_exporter.record_decision("analyst", "buy", 1.5)
+    assert agent_exporter.record_decision("analyst", "buy", math.nan) is None  # dropped and counted
     assert len(agent_exporter.calibration) == 0
 
 

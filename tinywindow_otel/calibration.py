@@ -145,6 +145,12 @@ class CalibrationTracker:
             del pending[oldest_id]
             self._expired.labels(agent).inc()
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a new lock (a parent thread may have held it) and none of the parent's decisions."""
+        self._lock = threading.Lock()
+        self._pending = OrderedDict()
+        self._errors = {}
+
     def reset(self) -> None:
         """Forget pending decisions and Brier windows (the counters stay)."""
         with self._lock:
