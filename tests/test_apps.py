@@ -81,8 +81,10 @@ def waitress_serving(app):
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        server.close()
+        # Closed from its own loop thread: closing from here races its select().
+        server.trigger.pull_trigger(server.close)
         thread.join(timeout=10)
+    assert not thread.is_alive(), "waitress did not stop"
 
 
 def check_metrics_endpoint(url: str) -> None:
