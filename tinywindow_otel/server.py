@@ -57,14 +57,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self._raw = self.request
-        # A per-recv bound; the whole request is bounded by the server's deadline.
-        self.timeout = self.server.tw_request_timeout  # type: ignore[attr-defined]
+        # A per-recv (and per-send) bound; the whole request is bounded by the
+        # server's deadline. The TLS wrapper inherits it.
+        self._raw.settimeout(self.server.tw_request_timeout)  # type: ignore[attr-defined]
         context = self.server.tw_ssl_context  # type: ignore[attr-defined]
         if context is not None:
             # The handshake runs here, in this connection's own thread, under
             # the connection's deadline: a client that connects and stalls
             # cannot hold up the accept loop (wrapping the listening socket would).
-            self.request.settimeout(self.timeout)
             self.request = self.server.tw_wrap(self._raw, context)  # type: ignore[attr-defined]
             self.request.do_handshake()
         super().setup()
