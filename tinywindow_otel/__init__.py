@@ -19,6 +19,7 @@ from .metrics import Counter, Gauge, Histogram  # noqa: E402
 from .config import ConfigurationError, MissingExtraError  # noqa: E402
 from .pipeline import configure, force_flush, shutdown  # noqa: E402  (importing it also arms the lazy pipeline)
 from .server import MetricsServer, MetricsServerError  # noqa: E402
+from .apps import make_asgi_app, make_wsgi_app  # noqa: E402
 
 
 _M = _TypeVar("_M", Counter, Gauge, Histogram)
@@ -74,6 +75,7 @@ from .decorators import agent_decision, api_call, trade  # noqa: E402
 
 __all__ = [
     "Counter", "Gauge", "Histogram", "MetricsServer", "MetricsServerError", "shutdown",
+    "make_asgi_app", "make_wsgi_app",
     "agent_decision", "api_call", "trade",
     "configure", "force_flush", "ConfigurationError", "MissingExtraError",
     *METRIC_NAMES, *STATE_METRIC_NAMES,

@@ -98,7 +98,8 @@ def _stack(args: argparse.Namespace) -> int:
     return stack.run(host=args.host, port=args.port, prometheus_port=args.prometheus_port,
                      alertmanager_port=args.alertmanager_port, interval=args.interval,
                      fast_alerts=args.fast_alerts, assets=args.assets, rate=args.rate, seed=args.seed,
-                     stop=stop, out=lambda line: print(line, flush=True))
+                     stop=stop, out=lambda line: print(line, flush=True),
+                     collector=args.collector, otelcol=args.otelcol)
 
 
 def _assets_export(args: argparse.Namespace) -> int:
@@ -162,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(e.g. one written by `assets export`)")
     stack.add_argument("--rate", type=float, default=5.0, help="simulation ticks per second (default 5)")
     stack.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
+    stack.add_argument("--collector", action="store_true",
+                       help="the demo pushes OTLP to an OpenTelemetry Collector (collector/otelcol.yaml), "
+                            "which remote-writes to Prometheus")
+    stack.add_argument("--otelcol", default=None,
+                       help="collector binary for --collector (default: otelcol-tinywindow or otelcol-contrib on PATH)")
     stack.set_defaults(func=_stack)
 
     assets = commands.add_parser("assets", help="the alert rules, dashboards and configs that ship with the package",
