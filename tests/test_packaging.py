@@ -79,7 +79,7 @@ def test_export_refuses_a_non_empty_folder_unless_forced(tmp_path):
 def test_the_export_readme_names_the_images_compose_uses():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     readme_images = set(re.findall(r"image: (\S+)", assets.EXPORT_README))
-    for service in ("prometheus", "alertmanager", "grafana"):
+    for service in ("prometheus", "alertmanager", "grafana", "collector"):
         assert compose["services"][service]["image"] in readme_images, service
 
 
