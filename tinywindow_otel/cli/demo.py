@@ -51,20 +51,22 @@ class Phase:
         return self.start <= elapsed < self.end
 
 
-# Events (trade, trip, activation) come first: their alerts hold for the rules'
-# 2-minute event window. API phases are followed by a burst of healthy calls
-# (a client draining its queue) so the 5-minute ratios fall back quickly.
+# Events (activation, trade, trip) come first: their alerts hold for the rules'
+# 2-minute event window. HighLeverage comes after KillSwitchActivated has
+# resolved (Alertmanager inhibits it while the kill switch alert is active).
+# API phases are followed by a burst of healthy calls (a client draining its
+# queue) so the 5-minute ratios fall back quickly.
 BREACH_PHASES = (
-    Phase("LargePositionSize", 15, 30),        # buy $25K of SOL, sell it in three trades below $10K
-    Phase("CircuitBreakerTripped", 30, 60),    # breaker "volatility" open for 30 s
-    Phase("KillSwitchActivated", 45, 75),      # kill switch "manual" engaged for 30 s
+    Phase("KillSwitchActivated", 15, 45),      # kill switch "manual" engaged for 30 s
+    Phase("LargePositionSize", 30, 45),        # buy $25K of SOL, sell it in three trades below $10K
+    Phase("CircuitBreakerTripped", 45, 75),    # breaker "volatility" open for 30 s
     Phase("DailyLossExceeded", 60, 100),       # marked 12% down: daily P&L about -12%
     Phase("DrawdownExceeded", 110, 150),       # marked 20% down: drawdown about 20%
-    Phase("HighLeverage", 120, 160),           # 20x reported by the risk engine
-    Phase("HighAPIErrorRate", 150, 170),       # every binance call fails
-    Phase("HighAPILatency", 170, 190),         # claude calls take 8 s
+    Phase("HighAPIErrorRate", 130, 165),       # every binance call fails
+    Phase("HighLeverage", 150, 190),           # 20x reported by the risk engine
+    Phase("HighAPILatency", 175, 195),         # claude calls take 8 s
 )
-RECOVERY_SECONDS = 12.0
+RECOVERY_SECONDS = 20.0
 RECOVERY_CALLS_PER_TICK = 25
 
 
