@@ -15,11 +15,14 @@ from tinywindow_otel.catalog import ALL_METRICS, CATALOG, Kind, MetricSpec
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "tinywindow.rules.yml"
 RULE_TESTS = ROOT / "alerts" / "tests" / "tinywindow.rules.test.yml"
+EXECUTION_RULES = ROOT / "alerts" / "tinywindow-execution.rules.yml"
+EXECUTION_RULE_TESTS = ROOT / "alerts" / "tests" / "tinywindow-execution.rules.test.yml"
 ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 PROMETHEUS = ROOT / "prometheus" / "prometheus.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 DASHBOARDS = ROOT / "dashboards"
-DASHBOARD_UIDS = ("tinywindow-trading", "tinywindow-risk", "tinywindow-system")
+DASHBOARD_UIDS = ("tinywindow-trading", "tinywindow-risk", "tinywindow-system",
+                  "tinywindow-execution", "tinywindow-agents")
 
 # The seed's alert table (seed/monitoring.md): name -> (severity, comparison, threshold).
 SEED_ALERTS = {
@@ -51,6 +54,17 @@ SEED_PANELS = {
         ("API Error Rate", {"stat"}), ("Agent Decisions", {"timeseries"}),
         ("Agent Confidence Distribution", {"barchart", "bargauge"}),
     ],
+    # Order execution, exchange health, LLM cost and calibration.
+    "tinywindow-execution": [
+        ("Order Latency p50 / p95", {"timeseries"}), ("Fill Ratio", {"timeseries"}),
+        ("Slippage Distribution", {"barchart", "bargauge"}), ("Rejections by Reason", {"timeseries"}),
+        ("Feed Age", {"timeseries"}), ("Rate-Limit Headroom", {"bargauge"}),
+    ],
+    "tinywindow-agents": [
+        ("Token Use", {"timeseries"}), ("LLM Cost per Day by Model", {"timeseries"}),
+        ("Time to First Token", {"timeseries"}), ("Reliability Diagram", {"barchart"}),
+        ("Brier Score", {"timeseries"}),
+    ],
 }
 
 # Labels Prometheus adds to every scraped series.
@@ -58,12 +72,12 @@ TARGET_LABELS = {"job", "instance"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def load_rules() -> list[dict]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+def load_rules(path: Path = RULES) -> list[dict]:
+    return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
 
 
-def alerts_by_name() -> dict[str, dict]:
-    return {rule["alert"]: rule for rule in load_rules() if "alert" in rule}
+def alerts_by_name(path: Path = RULES) -> dict[str, dict]:
+    return {rule["alert"]: rule for rule in load_rules(path) if "alert" in rule}
 
 
 def load_dashboards() -> dict[str, dict]:
@@ -88,7 +102,7 @@ class Reference:
     matchers: dict[str, str]
 
 
-_SELECTOR = re.compile(r"\b((?:tinywindow_|up\b)[A-Za-z0-9_]*)\s*(\{[^}]*\})?")
+_SELECTOR = re.compile(r"\b((?:tinywindow_|gen_ai_client_|up\b)[A-Za-z0-9_]*)\s*(\{[^}]*\})?")
 _MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 
@@ -121,7 +135,7 @@ def allowed_labels(ref: Reference) -> set[str]:
     if ref.sample == "up":
         return set(TARGET_LABELS)
     assert ref.spec is not None
-    labels = set(ref.spec.labels) | TARGET_LABELS
+    labels = set(ref.spec.exposed_labels) | TARGET_LABELS
     if ref.sample.endswith("_bucket"):
         labels.add("le")
     return labels
