@@ -237,10 +237,10 @@ def _usage_from(fields: Mapping[str, int]) -> Usage:
 class LLMCall:
     """The ``call`` in ``with llm_call(...) as call``: feed it the response or the stream's chunks."""
 
-    __slots__ = ("_t0", "first_chunk_at", "_fields", "error_type", "usage_override")
+    __slots__ = ("started_at", "first_chunk_at", "_fields", "error_type", "usage_override")
 
     def __init__(self) -> None:
-        self._t0 = perf_counter()
+        self.started_at = perf_counter()  # perf_counter() readings; adjustable to replay recorded timings
         self.first_chunk_at: float | None = None
         self._fields: dict[str, int] | None = None
         self.error_type: str | None = None
@@ -334,7 +334,7 @@ class _LLMProbe(_Probe):
         call.chunk(value)
 
     def finish(self, call: LLMCall, exc, result) -> None:
-        elapsed = perf_counter() - call._t0
+        elapsed = perf_counter() - call.started_at
         b = self._b
         operation, provider, model = b.key
         m = b.m
@@ -348,7 +348,7 @@ class _LLMProbe(_Probe):
             if exc is not None:
                 m.errors.labels(provider, error_type).inc()
         if call.first_chunk_at is not None:
-            m.ttfc.labels(operation, provider, model).observe(call.first_chunk_at - call._t0)
+            m.ttfc.labels(operation, provider, model).observe(call.first_chunk_at - call.started_at)
         if exc is None and result is not None and call._fields is None:
             call.record(result)
         usage = call.tokens
