@@ -20,7 +20,7 @@ Each call records (``catalog.GEN_AI_METRICS``):
 - ``gen_ai.client.operation.time_to_first_chunk`` for streams;
 - ``tinywindow_llm_cost_usd_total{provider,model}`` from :data:`prices`,
   cache reads and writes at their own price;
-- the seed's ``tinywindow_api_requests_total`` / ``_latency_seconds`` /
+- ``tinywindow_api_requests_total`` / ``_latency_seconds`` /
   ``_errors_total`` with ``service`` = the provider, so the API panels still
   count the call.
 
