@@ -106,9 +106,11 @@ def test_bad_input_raises_naming_the_metric():
         CalibrationTracker(ttl_seconds=math.inf)
 
 
-def test_out_of_range_confidence_is_not_tracked():
-    assert agent_exporter.record_decision("analyst", "buy", 1.5) is None
-    assert agent_exporter.record_decision("analyst", "buy", math.nan) is None
+def test_confidence_outside_0_1_is_not_tracked():
+    with pytest.raises(ValueError, match="tinywindow_agent_confidence"):
+        agent_exporter.record_decision("analyst", "buy", 1.5)
+    assert agent_exporter.record_decision("analyst", "buy", math.nan) is None  # dropped and counted
+    assert CalibrationTracker().register("analyst", 1.5) is None
     assert len(agent_exporter.calibration) == 0
 
 

@@ -12,6 +12,9 @@ from helpers import require_tool
 from monitoring.assets import ALERTMANAGER, alerts_by_name
 from tinywindow_otel.cli.stack import TOKEN_PLACEHOLDER, WEBHOOK_PLACEHOLDER, alertmanager_config
 
+# Every test here runs on Debian's Prometheus 2.42/Alertmanager 0.25 and on Prometheus 3.x/Alertmanager 0.35.
+pytestmark = pytest.mark.usefixtures("toolchain")
+
 
 def amtool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([require_tool("amtool"), *args], capture_output=True, text=True, timeout=60)

@@ -1,45 +1,102 @@
-"""collector/otelcol.yaml: structure of the OTel collector pipeline (no collector binary is installable here)."""
+"""collector/: our collector distribution, built from its Go module, running collector/otelcol.yaml unchanged."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import urllib.request
+
 import yaml
 
+from helpers import wait_until
 from monitoring.assets import ROOT
+from monitoring.deploy import Collector, Processes
 
 CONFIG = ROOT / "collector" / "otelcol.yaml"
+GOMOD = ROOT / "collector" / "go.mod"
+ENV_DEFAULT = re.compile(r"^\$\{env:([A-Z_]+):-(.+)\}$")
 
 
 def load() -> dict:
     return yaml.safe_load(CONFIG.read_text())
 
 
-def test_otlp_in_on_4317_grpc_and_4318_http():
-    protocols = load()["receivers"]["otlp"]["protocols"]
-    assert protocols["grpc"]["endpoint"].endswith(":4317")
-    assert protocols["http"]["endpoint"].endswith(":4318")
+def run(binary: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
-def test_metrics_pipeline_limits_memory_first_then_batches_and_exports_both_ways():
+def test_the_config_validates_in_our_distribution(otelcol):
+    result = run(otelcol, "validate", f"--config={CONFIG}")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_validate_does_reject_a_broken_config(otelcol, tmp_path):
+    # The check above could not pass by accident: an unknown exporter is refused.
+    broken = tmp_path / "otelcol.yaml"
+    broken.write_text(CONFIG.read_text().replace("exporters: [prometheus, prometheus_remote_write]",
+                                                 "exporters: [prometheus, otlp_nowhere]"))
+    result = run(otelcol, "validate", f"--config={broken}")
+    assert result.returncode != 0
+    assert "otlp_nowhere" in result.stdout + result.stderr
+
+
+def test_distribution_has_exactly_the_configured_components_at_one_release(otelcol):
+    components = yaml.safe_load(run(otelcol, "components").stdout)
     config = load()
-    pipeline = config["service"]["pipelines"]["metrics"]
+    for kind in ("receivers", "processors", "exporters", "extensions"):
+        assert {c["name"] for c in components[kind]} == set(config[kind]), kind
+    versions = {c["module"].split()[1] for kind in ("receivers", "processors", "exporters", "extensions")
+                for c in components[kind]}
+    core = {v for v in versions if v.startswith("v0.")}
+    assert {v.rsplit(".", 1)[0] for v in core} == {"v0.165"}, versions  # core v0.165.0, contrib v0.165.1
+    required = {line.split()[-1] for line in GOMOD.read_text().splitlines()
+                if "go.opentelemetry.io/collector/otelcol " in line}
+    assert required == {"v0.165.0"}
+
+
+def test_pipeline_limits_memory_first_keeps_resources_and_batches_last():
+    pipeline = load()["service"]["pipelines"]["metrics"]
     assert pipeline["receivers"] == ["otlp"]
-    assert pipeline["processors"] == ["memory_limiter", "batch"]
-    assert set(pipeline["exporters"]) == {"prometheus", "prometheusremotewrite"}
-    for kind in ("receivers", "processors", "exporters"):
-        for name in pipeline[kind]:
-            assert name in config[kind], f"{kind[:-1]} {name} used but not defined"
+    assert pipeline["processors"][0] == "memory_limiter" and pipeline["processors"][-1] == "batch"
+    assert set(pipeline["exporters"]) == {"prometheus", "prometheus_remote_write"}
 
 
-def test_exporters_keep_documented_names_and_read_the_endpoint_from_env():
-    exporters = load()["exporters"]
-    for name in ("prometheus", "prometheusremotewrite"):
-        # _total on counters, as on the app's own /metrics; resource attributes not turned into labels.
-        assert exporters[name]["add_metric_suffixes"] is True
-        assert exporters[name]["resource_to_telemetry_conversion"]["enabled"] is False
-    assert exporters["prometheusremotewrite"]["endpoint"] == "${env:PROMETHEUS_REMOTE_WRITE_URL}"
-
-
-def test_health_check_extension_is_enabled():
+def test_addresses_default_to_the_container_ports_and_are_overridable():
     config = load()
-    assert "health_check" in config["extensions"]
-    assert "health_check" in config["service"]["extensions"]
+    defaults = {
+        "grpc": config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+        "http": config["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+        "prometheus": config["exporters"]["prometheus"]["endpoint"],
+        "health": config["extensions"]["health_check"]["endpoint"],
+    }
+    ports = {name: ENV_DEFAULT.match(value).group(2).rsplit(":", 1)[1] for name, value in defaults.items()}
+    assert ports == {"grpc": "4317", "http": "4318", "prometheus": "8889", "health": "13133"}
+    remote = ENV_DEFAULT.match(config["exporters"]["prometheus_remote_write"]["endpoint"])
+    assert remote.groups() == ("PROMETHEUS_REMOTE_WRITE_URL", "http://prometheus:9090/api/v1/write")
+
+
+def test_names_and_resource_labels_match_prometheus_3_otlp_settings():
+    exporters = load()["exporters"]
+    receiver = yaml.safe_load((ROOT / "prometheus" / "otlp-receiver.yml").read_text())["otlp"]
+    for name in ("prometheus", "prometheus_remote_write"):
+        assert exporters[name]["translation_strategy"] == receiver["translation_strategy"]
+        excluded = exporters[name]["resource_constant_labels"]["excluded"]
+        # Per-process and SDK attributes never become labels (restarts would start new series).
+        for attribute in ("service.instance.id", "process.*", "telemetry.*"):
+            assert attribute in excluded, (name, attribute)
+    assert exporters["prometheus"]["without_scope_info"] is True
+    assert exporters["prometheus_remote_write"]["disable_scope_info"] is True
+
+
+def test_runs_serves_health_and_its_own_metrics(otelcol, tmp_path):
+    with Processes(tmp_path) as procs:
+        collector = Collector(procs, otelcol, "http://127.0.0.1:1/api/v1/write")
+        with urllib.request.urlopen(collector.health_url, timeout=5) as response:
+            assert b"Server available" in response.read()
+
+        def own_metrics():
+            with urllib.request.urlopen(f"http://{collector.telemetry_target}/metrics", timeout=5) as response:
+                return response.read().decode()
+        text = wait_until(own_metrics, timeout=15, what="the collector's own metrics")
+        assert 'exporter="prometheus_remote_write"' in text
+        assert collector.process.poll() is None

@@ -34,17 +34,66 @@ def resolved() -> dict:
     return yaml.safe_load(result.stdout)
 
 
+PUSH_PROFILE = {"collector", "app-push"}
+
+
 def test_docker_compose_config_is_valid(resolved):
-    assert set(resolved["services"]) == {"app", "prometheus", "grafana", "alertmanager", "collector"}
+    assert set(resolved["services"]) == {"app", "prometheus", "grafana", "alertmanager"} | PUSH_PROFILE
 
 
-def test_collector_is_only_in_its_profile(resolved):
+def test_collector_and_the_pushing_app_are_only_in_their_profile(resolved):
     for name, service in resolved["services"].items():
-        assert service.get("profiles") == (["collector"] if name == "collector" else None), name
+        assert service.get("profiles") == (["collector"] if name in PUSH_PROFILE else None), name
+
+
+def go_module_version(gomod: str, module: str) -> str:
+    for line in (ROOT / gomod).read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == [module] or parts[:2] == ["require", module]:
+            return parts[-1]
+    raise AssertionError(f"{module} not required in {gomod}")
+
+
+def test_images_are_the_versions_the_tests_build():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    prometheus = go_module_version("tools/prometheus/go.mod", "github.com/prometheus/prometheus")  # v0.316.0
+    major_minor = prometheus.split(".")[1]                                                       # 316 -> 3.16
+    assert services["prometheus"]["image"] == f"prom/prometheus:v{major_minor[0]}.{int(major_minor[1:])}.{prometheus.split('.')[2]}"
+    alertmanager = go_module_version("tools/alertmanager/go.mod", "github.com/prometheus/alertmanager")
+    assert services["alertmanager"]["image"] == f"prom/alertmanager:{alertmanager}"
+    collector = go_module_version("collector/go.mod", "go.opentelemetry.io/collector/otelcol")      # v0.165.0
+    repo, _, tag = services["collector"]["image"].rpartition(":")
+    assert repo == "otel/opentelemetry-collector-contrib"
+    assert tag.split(".")[:2] == collector.lstrip("v").split(".")[:2], "collector image and module at one release"
+
+
+def test_every_app_is_ingested_exactly_once(resolved):
+    """Scraped apps are tinywindow targets and do not push; pushing apps are not scraped;
+    the collector remote-writes to this Prometheus, so its :8889 exporter must not be scraped too."""
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    collector_env = resolved["services"]["collector"]["environment"]
+    assert collector_env["PROMETHEUS_REMOTE_WRITE_URL"] == "http://prometheus:9090/api/v1/write"
+    assert "--web.enable-remote-write-receiver" in resolved["services"]["prometheus"]["command"]
+    assert "collector:8889" not in targets
+    assert "collector:8888" in targets  # the collector's own metrics
+    for name in ("app", "app-push"):
+        env = resolved["services"][name]["environment"]
+        exporters = set(env["OTEL_METRICS_EXPORTER"].split(","))
+        scraped = f"{name}:8000" in targets
+        pushes = "otlp" in exporters
+        assert scraped != pushes, f"{name}: scraped={scraped}, pushes={pushes}: stored {'twice' if scraped else 'never'}"
+        assert scraped == ("prometheus" in exporters), name
+        if pushes:
+            assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+            # 4 samples in the 1m windows; the identity Prometheus will show as instance.
+            assert int(env["OTEL_METRIC_EXPORT_INTERVAL"]) <= 15_000
+            assert "service.instance.id=" in env["OTEL_RESOURCE_ATTRIBUTES"]
 
 
 def test_ports_on_loopback(resolved):
     expected = {"app": 8000, "prometheus": 9090, "grafana": 3000, "alertmanager": 9093}
+    assert "ports" not in resolved["services"]["app-push"]  # pushes; nothing to reach from the host
     for service, port in expected.items():
         published = [p for p in resolved["services"][service]["ports"] if str(p).startswith(f"127.0.0.1:{port}:{port}")]
         assert published, f"{service} should publish 127.0.0.1:{port}"

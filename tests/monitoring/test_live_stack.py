@@ -62,7 +62,7 @@ def driver():
             process.wait(10)
 
 
-def test_every_seed_alert_reaches_alertmanager_and_every_panel_has_data(driver):
+def test_every_seed_alert_reaches_alertmanager_and_every_panel_has_data(driver, toolchain):  # both versions
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
     started = time.monotonic()

@@ -5,11 +5,25 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
 from helpers import require_tool
 from monitoring.assets import PROMETHEUS, RULES, alerts_by_name
 from tinywindow_otel.cli import stack
+
+# promtool of both toolchains (Debian's 2.42 and 3.x) must accept the configs.
+pytestmark = pytest.mark.usefixtures("toolchain")
+
+
+def test_the_matrix_puts_the_toolchains_binaries_first_on_path(toolchain):
+    versions = {tool: subprocess.run([require_tool(tool), "--version"], capture_output=True, text=True,
+                                     timeout=30) for tool in ("prometheus", "promtool", "amtool")}
+    text = {tool: result.stdout + result.stderr for tool, result in versions.items()}
+    expected = {"debian": ("2.", "0.2"), "current": ("3.", "0.3")}[toolchain.name]
+    assert f"prometheus, version {expected[0]}" in text["prometheus"], text["prometheus"]
+    assert f"promtool, version {expected[0]}" in text["promtool"], text["promtool"]
+    assert f"amtool, version {expected[1]}" in text["amtool"], text["amtool"]
 
 
 def container_layout(tmp_path):
@@ -67,4 +81,17 @@ def test_shorten_for_changes_only_non_zero_durations(tmp_path):
     path = tmp_path / "rules.yml"
     path.write_text(shortened)
     result = subprocess.run([require_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_otlp_receiver_block_is_valid_for_prometheus_3(tmp_path, prometheus3):
+    # prometheus/otlp-receiver.yml is merged into prometheus.yml for the native OTLP path
+    # (Prometheus 2.x does not know the section, hence its own file).
+    from monitoring.deploy import OTLP_RECEIVER_CONFIG
+
+    path = container_layout(tmp_path)
+    config = yaml.safe_load(path.read_text()) | yaml.safe_load(OTLP_RECEIVER_CONFIG.read_text())
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([prometheus3.promtool, "check", "config", str(path)], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

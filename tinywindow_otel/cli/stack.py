@@ -2,12 +2,19 @@
 
     tinywindow-otel stack                 # demo :8000, Prometheus :9090, Alertmanager :9093
     tinywindow-otel stack --fast-alerts   # every non-zero ``for:`` shortened to 10s
+    tinywindow-otel stack --collector     # the demo pushes OTLP to a collector, which remote-writes
 
 Runs the installed ``prometheus`` and ``prometheus-alertmanager`` (or
-``alertmanager``) binaries on loopback with the repository's
+``alertmanager``) binaries on loopback with the packaged
 ``alerts/tinywindow.rules.yml`` and ``alerts/alertmanager.yml``, each in a
 temporary directory. Alertmanager's webhook receivers are pointed at a small
 local sink that prints every notification, so a page shows up in the terminal.
+
+With ``--collector`` the demo pushes OTLP (push only, nothing scraped from it)
+to an OpenTelemetry Collector (``otelcol-tinywindow`` built by
+scripts/build-go-tools, or ``otelcol-contrib``) running the repository's
+``collector/otelcol.yaml``, which remote-writes to Prometheus: the push recipe
+of docs/deployment.md. Prometheus also scrapes the collector's own metrics.
 
 Only the standard library is used: the Prometheus configuration is written as
 JSON (valid YAML), and the rule and Alertmanager files are copied as text with
@@ -37,6 +44,11 @@ _log = logging.getLogger(__name__)
 #: The scrape job name; the alert rules select ``up{job="tinywindow"}``.
 JOB = "tinywindow"
 RULES_FILE = "alerts/tinywindow.rules.yml"
+COLLECTOR_FILE = "collector/otelcol.yaml"
+#: The scrape job of the collector's own metrics (as in prometheus/prometheus.yml).
+COLLECTOR_JOB = "otel-collector"
+#: service.instance.id of the demo when it pushes: its ``instance`` label in Prometheus.
+PUSH_INSTANCE = "stack-demo"
 ALERTMANAGER_FILE = "alerts/alertmanager.yml"
 #: What alerts/alertmanager.yml contains in place of a real relay and secret.
 WEBHOOK_PLACEHOLDER = "http://alert-relay:5001"
@@ -44,6 +56,7 @@ TOKEN_PLACEHOLDER = "/run/secrets/webhook-token"
 
 PROMETHEUS_BINARIES = ("prometheus",)
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
+COLLECTOR_BINARIES = ("otelcol-tinywindow", "otelcol-contrib")
 
 _FOR_LINE = re.compile(r"^(?P<indent>\s*for:\s*)(?P<value>\S+)\s*$", re.MULTILINE)
 
@@ -53,14 +66,23 @@ class StackError(RuntimeError):
 
 
 def find_assets(start: str | Path | None = None) -> Path:
-    """The directory holding ``alerts/`` and ``prometheus/``: ``start``, the cwd, or the source checkout."""
-    candidates = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).resolve().parents[2]]
+    """The directory holding ``alerts/``: ``start``, else the cwd, else the packaged assets."""
+    from . import assets
+
+    if start is not None:
+        candidates = [Path(start)]
+    else:
+        candidates = [Path.cwd()]
+        try:
+            candidates.append(assets.path())
+        except assets.AssetsNotFound:
+            pass
     for candidate in candidates:
         if (candidate / RULES_FILE).is_file() and (candidate / ALERTMANAGER_FILE).is_file():
             return candidate.resolve()
     looked = ", ".join(str(c) for c in candidates)
     raise StackError(f"cannot find {RULES_FILE} and {ALERTMANAGER_FILE} under {looked}; "
-                     "run from the tinywindow-otel checkout or pass --assets DIR")
+                     "pass --assets DIR (a folder written by `tinywindow-otel assets export`)")
 
 
 def find_binary(names: tuple[str, ...]) -> str:
@@ -81,14 +103,24 @@ def shorten_for(rules_text: str, duration: str) -> str:
     return _FOR_LINE.sub(replace, rules_text)
 
 
-def prometheus_config(app_target: str, alertmanager_target: str, interval: str = "5s") -> str:
-    """A Prometheus configuration (JSON, which is YAML) equivalent to prometheus/prometheus.yml."""
+def prometheus_config(app_target: str | None, alertmanager_target: str, interval: str = "5s",
+                      collector_target: str | None = None) -> str:
+    """A Prometheus configuration (JSON, which is YAML) equivalent to prometheus/prometheus.yml.
+
+    ``app_target`` None: the app pushes (nothing to scrape); ``collector_target``:
+    the collector's own metrics endpoint, scraped as the otel-collector job.
+    """
+    scrape_configs = []
+    if app_target is not None:
+        scrape_configs.append({"job_name": JOB, "static_configs": [{"targets": [app_target]}]})
+    if collector_target is not None:
+        scrape_configs.append({"job_name": COLLECTOR_JOB, "static_configs": [{"targets": [collector_target]}]})
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval,
                    "external_labels": {"system": "tinywindow"}},
         "rule_files": ["alerts/*.rules.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_target]}]}]},
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [app_target]}]}],
+        "scrape_configs": scrape_configs,
     }
     return json.dumps(config, indent=2) + "\n"
 
@@ -143,7 +175,7 @@ class WebhookSink:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        host, port = self._httpd.socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
     def start(self) -> WebhookSink:
@@ -187,7 +219,7 @@ class LocalStack:
 
     def __init__(
         self,
-        app_target: str,
+        app_target: str | None,
         *,
         assets: str | Path | None = None,
         host: str = "127.0.0.1",
@@ -196,9 +228,18 @@ class LocalStack:
         interval: str = "5s",
         for_override: str | None = None,
         on_notification: Callable[[str, bool, dict], None] | None = None,
+        collector: bool = False,
+        collector_binary: str | None = None,
     ) -> None:
         self.app_target = app_target
         self.assets = find_assets(assets)
+        self.collector = collector or collector_binary is not None
+        self.collector_binary = collector_binary
+        if self.collector and not (self.assets / COLLECTOR_FILE).is_file():
+            raise StackError(f"cannot find {COLLECTOR_FILE} under {self.assets}")
+        # OTLP/HTTP in, its own metrics, health; gRPC and the :8889 exporter are unused but must not collide.
+        self.collector_ports = ({name: free_port(host) for name in ("http", "grpc", "exporter", "telemetry", "health")}
+                                if self.collector else {})
         self.host = host
         self.prometheus_port = prometheus_port or free_port(host)
         self.alertmanager_port = alertmanager_port or free_port(host)
@@ -217,9 +258,34 @@ class LocalStack:
     def alertmanager_url(self) -> str:
         return f"http://{self.host}:{self.alertmanager_port}"
 
+    @property
+    def collector_otlp_url(self) -> str:
+        """Base URL for OTEL_EXPORTER_OTLP_ENDPOINT (http/protobuf); /v1/metrics is appended by the SDK."""
+        return f"http://{self.host}:{self.collector_ports['http']}"
+
+    @property
+    def collector_metrics_target(self) -> str:
+        return f"{self.host}:{self.collector_ports['telemetry']}"
+
+    def _collector_env(self) -> dict[str, str]:
+        ports, host = self.collector_ports, self.host
+        return {
+            **os.environ,
+            "OTELCOL_OTLP_HTTP_ENDPOINT": f"{host}:{ports['http']}",
+            "OTELCOL_OTLP_GRPC_ENDPOINT": f"{host}:{ports['grpc']}",
+            "OTELCOL_PROMETHEUS_ENDPOINT": f"{host}:{ports['exporter']}",
+            "OTELCOL_TELEMETRY_HOST": host,
+            "OTELCOL_TELEMETRY_PORT": str(ports["telemetry"]),
+            "OTELCOL_HEALTH_ENDPOINT": f"{host}:{ports['health']}",
+            "PROMETHEUS_REMOTE_WRITE_URL": f"{self.prometheus_url}/api/v1/write",
+        }
+
     def start(self, timeout: float = 30.0) -> LocalStack:
         prometheus = find_binary(PROMETHEUS_BINARIES)
         alertmanager = find_binary(ALERTMANAGER_BINARIES)
+        collector = None
+        if self.collector:
+            collector = self.collector_binary or find_binary(COLLECTOR_BINARIES)
         self.workdir = Path(tempfile.mkdtemp(prefix="tinywindow-stack-"))
         try:
             self._write_configs()
@@ -238,18 +304,24 @@ class LocalStack:
                 f"--storage.tsdb.path={self.workdir / 'prometheus-data'}",
                 f"--web.listen-address={self.host}:{self.prometheus_port}",
                 "--log.level=warn",
+                *(["--web.enable-remote-write-receiver"] if collector else []),
             ])
+            if collector:
+                self._launch("collector", [collector, f"--config={self.assets / COLLECTOR_FILE}"],
+                             env=self._collector_env())
             deadline = time.monotonic() + timeout
             self._wait_ready("alertmanager", self.alertmanager_url + "/-/ready", deadline)
             self._wait_ready("prometheus", self.prometheus_url + "/-/ready", deadline)
+            if collector:
+                self._wait_ready("collector", f"http://{self.host}:{self.collector_ports['health']}/", deadline)
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate the children (Prometheus first, so it sends no more alerts), then clean up."""
-        for name in ("prometheus", "alertmanager"):
+        """Terminate the children (collector and Prometheus first, so no more alerts are sent), then clean up."""
+        for name in ("collector", "prometheus", "alertmanager"):
             process = self._processes.pop(name, None)
             if process is None or process.poll() is not None:
                 continue
@@ -283,7 +355,8 @@ class LocalStack:
             rules = shorten_for(rules, self.for_override)
         (self.workdir / "alerts" / "tinywindow.rules.yml").write_text(rules, encoding="utf-8")
         (self.workdir / "prometheus.yml").write_text(
-            prometheus_config(self.app_target, f"{self.host}:{self.alertmanager_port}", self.interval), encoding="utf-8")
+            prometheus_config(self.app_target, f"{self.host}:{self.alertmanager_port}", self.interval,
+                              self.collector_metrics_target if self.collector else None), encoding="utf-8")
         token_file = self.workdir / "webhook-token"
         token_file.write_text(self.sink.token, encoding="utf-8")
         os.chmod(token_file, 0o600)
@@ -291,12 +364,12 @@ class LocalStack:
         (self.workdir / "alertmanager.yml").write_text(
             alertmanager_config(template, self.sink.url, token_file), encoding="utf-8")
 
-    def _launch(self, name: str, argv: list[str]) -> None:
+    def _launch(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         assert self.workdir is not None
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
         # Own session: a Ctrl-C in the terminal reaches us, and we stop the children in order.
-        self._processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+        self._processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                                  stdin=subprocess.DEVNULL, start_new_session=True)
 
     def _wait_ready(self, name: str, url: str, deadline: float) -> None:
@@ -321,18 +394,51 @@ class LocalStack:
             return "(no log)"
 
 
+def _millis(duration: str) -> int:
+    """A Prometheus duration such as 5s, 1m, 500ms in milliseconds."""
+    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+    parts = re.findall(r"(\d+)(ms|s|m|h)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise StackError(f"cannot read the interval {duration!r} (use e.g. 5s or 1m)")
+    return sum(int(n) * units[u] for n, u in parts)
+
+
 def run(*, host: str, port: int, prometheus_port: int, alertmanager_port: int, interval: str,
         fast_alerts: bool, assets: str | None, rate: float, seed: int | None,
-        stop: threading.Event, out: Callable[[str], None] = print) -> int:
-    """The ``tinywindow-otel stack`` command: demo + Prometheus + Alertmanager until ``stop`` is set."""
+        stop: threading.Event, out: Callable[[str], None] = print,
+        collector: bool = False, otelcol: str | None = None) -> int:
+    """The ``tinywindow-otel stack`` command: demo + Prometheus + Alertmanager until ``stop`` is set.
+
+    ``collector``: the demo pushes OTLP through an OpenTelemetry Collector (``otelcol``
+    binary, else found on PATH) instead of being scraped.
+    """
     from . import demo
     from ..server import MetricsServer
 
+    common = dict(assets=assets, host=host, prometheus_port=prometheus_port, alertmanager_port=alertmanager_port,
+                  interval=interval, for_override="10s" if fast_alerts else None,
+                  on_notification=lambda *n: out(describe_notification(*n)))
+    if collector or otelcol:
+        from ..pipeline import configure, force_flush
+
+        push_millis = _millis(interval)  # one push per scrape interval: rate windows see the same sample count
+        with LocalStack(None, collector=True, collector_binary=otelcol, **common) as stack:
+            # Before the demo records anything: the pipeline is built at first use.
+            configure(exporters="otlp", endpoint=stack.collector_otlp_url, protocol="http/protobuf",
+                      export_interval_millis=push_millis, service_name=JOB,
+                      resource_attributes={"service.instance.id": PUSH_INSTANCE, "deployment.environment": "local"})
+            out("tinywindow-otel stack: running, demo pushing through the collector (Ctrl-C to stop)")
+            out(f"  otlp          {stack.collector_otlp_url}")
+            out(f"  prometheus    {stack.prometheus_url}")
+            out(f"  alerts        {stack.prometheus_url}/alerts")
+            out(f"  alertmanager  {stack.alertmanager_url}")
+            demo.run(stop, ticks_per_second=rate, seed=seed)
+            force_flush()
+        out("tinywindow-otel stack: stopped")
+        return 0
+
     with MetricsServer(host, port) as server:
-        stack = LocalStack(f"{host}:{server.port}", assets=assets, host=host,
-                           prometheus_port=prometheus_port, alertmanager_port=alertmanager_port,
-                           interval=interval, for_override="10s" if fast_alerts else None,
-                           on_notification=lambda *n: out(describe_notification(*n)))
+        stack = LocalStack(f"{host}:{server.port}", **common)
         with stack:
             out("tinywindow-otel stack: running (Ctrl-C to stop)")
             out(f"  metrics       {server.url}")

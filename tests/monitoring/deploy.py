@@ -1,0 +1,203 @@
+"""Real processes for the deployment-path tests: Prometheus, the collector, workload apps, on loopback.
+
+Every port is a free one; every wait is bounded; every process is stopped (and
+its log shown on failure) when the ``Processes`` context ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from helpers import free_port
+from monitoring.assets import ROOT
+
+COLLECTOR_CONFIG = ROOT / "collector" / "otelcol.yaml"
+OTLP_RECEIVER_CONFIG = ROOT / "prometheus" / "otlp-receiver.yml"
+WORKLOAD = Path(__file__).with_name("otlp_workload.py")
+
+
+class ProcessError(AssertionError):
+    pass
+
+
+class Processes:
+    """Children started by a test; all terminated on exit, in reverse order."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.children: list[tuple[str, subprocess.Popen, Path]] = []
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for _, process, _ in reversed(self.children):
+            stop(process)
+
+    def start(self, name: str, argv: list[str], env: dict | None = None, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+        log = self.workdir / f"{name}.log"
+        with open(log, "ab") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=stdin,
+                                       env={**os.environ, **(env or {})}, cwd=self.workdir)
+        self.children.append((name, process, log))
+        return process
+
+    def log(self, name: str, lines: int = 30) -> str:
+        for child, _, log in self.children:
+            if child == name:
+                return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        return "(no such process)"
+
+    def wait_http(self, name: str, process: subprocess.Popen, url: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ProcessError(f"{name} exited with {process.returncode}:\n{self.log(name)}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise ProcessError(f"{name} not ready at {url} within {timeout}s:\n{self.log(name)}")
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+
+
+# --- Prometheus -------------------------------------------------------------------------------------
+
+class Prometheus:
+    def __init__(self, procs: Processes, binary: str, name: str, config: dict, *flags: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        directory = procs.workdir / name
+        directory.mkdir()
+        (directory / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.process = procs.start(name, [
+            binary, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", *flags])
+        procs.wait_http(name, self.process, self.url + "/-/ready")
+
+    def query(self, expr: str) -> list[dict]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def series(self, expr: str) -> dict[tuple, float]:
+        """{(name, sorted label pairs without __name__): value} of an instant query."""
+        out = {}
+        for result in self.query(expr):
+            labels = dict(result["metric"])
+            name = labels.pop("__name__", "")
+            out[(name, tuple(sorted(labels.items())))] = float(result["value"][1])
+        return out
+
+
+def prometheus_config(interval: str = "1s", scrape: list[dict] | None = None, otlp: bool = False) -> dict:
+    config: dict = {"global": {"scrape_interval": interval, "evaluation_interval": interval}}
+    if scrape:
+        config["scrape_configs"] = scrape
+    if otlp:
+        config.update(yaml.safe_load(OTLP_RECEIVER_CONFIG.read_text()))
+    return config
+
+
+# --- the collector ----------------------------------------------------------------------------------
+
+class Collector:
+    """otelcol-tinywindow running collector/otelcol.yaml unchanged, every address on a free loopback port."""
+
+    def __init__(self, procs: Processes, binary: str, remote_write_url: str, name: str = "collector") -> None:
+        self.procs, self.binary, self.name = procs, binary, name
+        ports = {key: free_port() for key in ("health", "grpc", "http", "prometheus", "telemetry")}
+        self.health_url = f"http://127.0.0.1:{ports['health']}/"
+        self.otlp_http = f"http://127.0.0.1:{ports['http']}"
+        self.prometheus_target = f"127.0.0.1:{ports['prometheus']}"
+        self.telemetry_target = f"127.0.0.1:{ports['telemetry']}"
+        self.env = {
+            "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
+            "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
+            "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
+            "OTELCOL_PROMETHEUS_ENDPOINT": self.prometheus_target,
+            "OTELCOL_TELEMETRY_HOST": "127.0.0.1",
+            "OTELCOL_TELEMETRY_PORT": str(ports["telemetry"]),
+            "PROMETHEUS_REMOTE_WRITE_URL": remote_write_url,
+        }
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = self.procs.start(self.name, [self.binary, f"--config={COLLECTOR_CONFIG}"], env=self.env)
+        self.procs.wait_http(self.name, self.process, self.health_url)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+
+# --- workload apps ----------------------------------------------------------------------------------
+
+class Workload:
+    """otlp_workload.py in a child process; ``port`` is its /metrics port when it serves one."""
+
+    def __init__(self, procs: Processes, name: str, env: dict[str, str]) -> None:
+        self.process = procs.start(name, [sys.executable, str(WORKLOAD)], env=env, stdin=subprocess.PIPE)
+        # stdout goes to the log; the port line is read from it.
+        self.procs, self.name = procs, name
+        self.port = self._read_json("port", timeout=30)["port"]
+
+    def _read_json(self, key: str, timeout: float) -> dict:
+        log = self.procs.workdir / f"{self.name}.log"
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ProcessError(f"{self.name} exited:\n{self.procs.log(self.name)}")
+            lines = log.read_text(errors="replace").splitlines()
+            for line in lines[seen:]:
+                if line.startswith("{") and key in line:
+                    return json.loads(line)
+            time.sleep(0.05)
+        raise ProcessError(f"{self.name} printed no {key!r} within {timeout}s:\n{self.procs.log(self.name)}")
+
+    def record(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"record\n")
+        self.process.stdin.flush()
+
+
+def otlp_env(endpoint: str, exporters: str = "otlp", interval_ms: int = 1000, **resource: str) -> dict[str, str]:
+    """The standard OTel variables for a workload pushing to ``endpoint`` (a full metrics URL)."""
+    attributes = ",".join(f"{k}={v}" for k, v in resource.items())
+    return {
+        "OTEL_METRICS_EXPORTER": exporters,
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRIC_EXPORT_INTERVAL": str(interval_ms),
+        "OTEL_RESOURCE_ATTRIBUTES": attributes,
+        "OTEL_SERVICE_NAME": "tinywindow",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+    }
