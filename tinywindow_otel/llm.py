@@ -31,7 +31,9 @@ tokens but no cost, counted as dropped with reason ``no_price``.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from time import perf_counter
@@ -86,6 +88,18 @@ DEFAULT_PRICES: dict[tuple[str, str], Price] = {
 }
 
 
+_TABLES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for table in list(_TABLES):  # a parent thread may have held the lock at fork time
+        table._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class PriceTable:
     """(provider, model) -> :class:`Price`. A model matches its longest priced prefix.
 
@@ -97,6 +111,7 @@ class PriceTable:
         self._lock = threading.Lock()
         self._table: dict[tuple[str, str], Price] = {}
         self._resolved: dict[tuple[str, str], Price | None] = {}
+        _TABLES.add(self)
         for (provider, model), price in (DEFAULT_PRICES if table is None else table).items():
             self.set(provider, model, price)
 
