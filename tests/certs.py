@@ -1,4 +1,9 @@
-"""Throwaway PKI for TLS tests, generated with ``cryptography``: a CA, a server cert, client certs."""
+"""Throwaway PKI for TLS tests, generated with ``cryptography``: a CA, a server cert, client certs.
+
+Valid under strict X.509 verification (``ssl.VERIFY_X509_STRICT``, on by default
+from Python 3.13): every certificate carries a Subject Key Identifier and an
+Authority Key Identifier, CAs a critical basicConstraints and keyUsage.
+"""
 
 from __future__ import annotations
 
@@ -28,12 +33,17 @@ def _write_cert(cert, path: Path) -> str:
     return str(path)
 
 
-def _builder(subject: str, issuer: x509.Name, public_key, days: int = 1):
+def _builder(subject: str, issuer: x509.Name, public_key, issuer_public_key, days: int = 1, strict: bool = True):
     now = datetime.datetime.now(datetime.timezone.utc)
-    return (x509.CertificateBuilder()
+    builder = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
             .issuer_name(issuer).public_key(public_key).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days)))
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
+    if strict:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key), critical=False)
+    return builder
 
 
 @dataclass
@@ -47,7 +57,7 @@ class CA:
     def create(cls, directory: Path, name: str) -> CA:
         key = _key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        cert = (_builder(name, subject, key.public_key(), days=2)
+        cert = (_builder(name, subject, key.public_key(), key.public_key(), days=2)
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                 .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                              content_commitment=False, key_encipherment=False,
@@ -56,11 +66,16 @@ class CA:
                 .sign(key, hashes.SHA256()))
         return cls(name, key, cert, _write_cert(cert, directory / f"{name}.pem"))
 
-    def issue(self, directory: Path, name: str, server: bool) -> tuple[str, str]:
-        """(cert path, key path) for a leaf signed by this CA."""
+    def issue(self, directory: Path, name: str, server: bool, strict: bool = True) -> tuple[str, str]:
+        """(cert path, key path) for a leaf signed by this CA; ``strict=False`` omits the
+        Authority Key Identifier, which strict X.509 verification requires."""
         key = _key()
-        builder = (_builder(name, self.cert.subject, key.public_key())
+        builder = (_builder(name, self.cert.subject, key.public_key(), self.cert.public_key(), strict=strict)
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
+                                                content_commitment=False, key_encipherment=False,
+                                                data_encipherment=False, key_agreement=False,
+                                                encipher_only=False, decipher_only=False), critical=True)
                    .add_extension(x509.ExtendedKeyUsage(
                        [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
                        critical=False))

@@ -1,4 +1,4 @@
-"""The catalog against the seed document, the facade and docs/metrics.md."""
+"""The catalog against the monitoring interface (tests/data), the facade and docs/metrics.md."""
 
 from __future__ import annotations
 
@@ -9,22 +9,23 @@ from conftest import ROOT
 from tinywindow_otel import catalog
 from tinywindow_otel.catalog import CATALOG, Kind
 
-SEED = ROOT.parent / "shared" / "seed" / "monitoring.md"
+#: The documented interface the package implements: metric tables and usage snippets.
+INTERFACE = ROOT / "tests" / "data" / "monitoring-interface.md"
 
 
-def seed_metric_rows() -> dict[str, str]:
-    """{metric name: type} from the seed's metric tables."""
-    rows = re.findall(r"^\| `(tinywindow_\w+)` \| (\w+) \|", SEED.read_text(), flags=re.MULTILINE)
+def interface_metric_rows() -> dict[str, str]:
+    """{metric name: type} from the interface's metric tables."""
+    rows = re.findall(r"^\| `(tinywindow_\w+)` \| (\w+) \|", INTERFACE.read_text(), flags=re.MULTILINE)
     return {name: kind.lower() for name, kind in rows}
 
 
-def test_catalog_declares_exactly_the_seed_metrics_with_their_types():
-    seed = seed_metric_rows()
-    assert len(seed) == 18
-    assert {spec.name: spec.kind.value for spec in CATALOG} == seed
+def test_catalog_declares_exactly_the_interface_metrics_with_their_types():
+    documented = interface_metric_rows()
+    assert len(documented) == 18
+    assert {spec.name: spec.kind.value for spec in CATALOG} == documented
 
 
-def test_every_catalog_entry_has_a_facade_object_under_its_seed_name():
+def test_every_catalog_entry_has_a_facade_object_under_its_documented_name():
     assert tinywindow_otel.METRIC_NAMES == tuple(spec.attr for spec in CATALOG)
     for spec in CATALOG:
         metric = getattr(tinywindow_otel, spec.attr)

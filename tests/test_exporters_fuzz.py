@@ -1,9 +1,11 @@
 """Property-based fuzzing of the domain exporters (exporters.py) against a real /metrics scrape.
 
 Each example runs a random sequence of exporter calls with arbitrary arguments.
-A call with an argument of the wrong type must raise TypeError/ValueError naming
-the metric and record nothing (no half-recorded trade); any other call, whatever
-its numbers or label text, must not raise. After the sequence the exposition must
+A call with an argument of the wrong type, an unknown trade status or a number
+outside its domain (negative amount or latency, confidence outside [0, 1]) must
+raise TypeError/ValueError naming the metric and record nothing (no
+half-recorded trade); any other call, whatever its numbers or label text, must
+not raise. After the sequence the exposition must
 parse, derived gauges must stay in range and the trade count must equal the number
 of accepted ``record_trade`` calls.
 """
@@ -17,11 +19,11 @@ import pytest
 from helpers import parse, fetch, sample_value
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
-from test_metrics_fuzz import VALUE_CLASSES, label_text
+from test_metrics_fuzz import VALUE_CLASSES, float_or_inf, label_text
 
 from tinywindow_otel import MetricsServer
 from tinywindow_otel.exporters import (
-    agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter, trading_exporter,
+    TRADE_STATUSES, agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter, trading_exporter,
 )
 from tinywindow_otel.metrics import REGISTRY
 
@@ -53,16 +55,31 @@ def bad(*args: tuple[str, object]) -> bool:
     return any(cls == "wrong_type" for cls, _ in args)
 
 
+def outside(arg: tuple[str, object] | None, low: float, high: float = math.inf) -> bool:
+    """A number (not NaN: that is dropped and counted) outside [low, high]: raises ValueError."""
+    if arg is None or arg[0] == "wrong_type":
+        return False
+    number = float_or_inf(arg[1])
+    return not math.isnan(number) and not low <= number <= high
+
+
+status_label = st.one_of(label, st.sampled_from(TRADE_STATUSES).map(lambda v: ("status", v)))
+
+
+def bad_status(arg: tuple[str, object]) -> bool:
+    return not (isinstance(arg[1], str) and arg[1] in TRADE_STATUSES)
+
+
 @st.composite
 def calls(draw):
     kind = draw(st.sampled_from(["trade", "portfolio", "request", "decision", "safety", "risk", "restore"]))
     if kind == "trade":
-        symbol, status = draw(label), draw(label)
+        symbol, status = draw(label), draw(status_label)
         pnl = optional(draw(st.one_of(st.none(), number)))
         amount = optional(draw(st.one_of(st.none(), number)))
         args = [symbol, status] + [a for a in (pnl, amount) if a is not None]
         note(f"record_trade{(symbol, status, pnl, amount)!r:.300}")
-        return kind, bad(*args), lambda: trading_exporter.record_trade(
+        return kind, bad(*args) or bad_status(status) or outside(amount, 0), lambda: trading_exporter.record_trade(
             symbol[1], status[1], pnl=None if pnl is None else pnl[1], amount_usd=None if amount is None else amount[1])
     if kind == "portfolio":
         total, unrealized = draw(number), draw(number)
@@ -93,16 +110,17 @@ def calls(draw):
         success = draw(st.booleans())
         args = [service, latency] + ([error_type] if error_type is not None and not success else [])
         note(f"record_request{(service, latency, success, error_type)!r:.300}")
-        return kind, bad(*args), lambda: api_exporter.record_request(
+        return kind, bad(*args) or outside(latency, 0), lambda: api_exporter.record_request(
             service[1], latency[1], success, None if error_type is None else error_type[1])
     if kind == "decision":
         agent, action, confidence = draw(label), draw(label), draw(number)
-        return kind, bad(agent, action, confidence), lambda: agent_exporter.record_decision(
+        return kind, bad(agent, action, confidence) or outside(confidence, 0, 1), lambda: agent_exporter.record_decision(
             agent[1], action[1], confidence[1])
     if kind == "safety":
         reason = draw(label)
         which = draw(st.sampled_from([safety_exporter.record_circuit_breaker_trip,
-                                      safety_exporter.record_kill_switch_activation]))
+                                      safety_exporter.record_kill_switch_activation,
+                                      safety_exporter.reset_circuit_breaker, safety_exporter.release_kill_switch]))
         return kind, bad(reason), lambda: which(reason[1])
     if kind == "risk":
         value = draw(number)

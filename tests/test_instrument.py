@@ -149,7 +149,9 @@ def test_api_call_cancellation_is_a_request_not_an_error(scrape_metrics):
     asyncio.run(main())
     families = scrape_metrics()
     assert sample_value(families, "tinywindow_api_requests_total", service="claude") == 1
-    assert "tinywindow_api_errors" not in families or not families["tinywindow_api_errors"].samples
+    # No error sample of any type for this service (the family may exist, without a series of "claude").
+    errors = families.get("tinywindow_api_errors_total")
+    assert [s for s in (errors.samples if errors else []) if s.labels.get("service") == "claude"] == []
 
 
 def test_unawaited_coroutine_records_nothing():
@@ -394,9 +396,13 @@ def test_trade_context_manager(scrape_metrics):
 
 
 def test_trade_outcome_errors_raise_in_the_block():
-    with pytest.raises(ValueError, match="filled, rejected, cancelled, failed"):
+    with pytest.raises(ValueError, match="'FILLED'.*filled, partially_filled, rejected, cancelled, failed"
+                                         "|filled, partially_filled, rejected, cancelled, failed.*'FILLED'"):
         with trade("BTC/USDT") as t:
-            t.report("partially_filled")
+            t.report("FILLED")
+    with pytest.raises(ValueError, match="tinywindow_trade_amount_usd: amount_usd must be >= 0"):
+        with trade("BTC/USDT") as t:
+            t.filled(amount_usd=-1.0)
     with pytest.raises(ValueError, match="already reported"):
         with trade("BTC/USDT") as t:
             t.filled()
@@ -406,7 +412,7 @@ def test_trade_outcome_errors_raise_in_the_block():
             t.filled(pnl="150")
     with pytest.raises(ValueError, match="default"):
         trade("BTC/USDT", default="done")
-    assert TRADE_STATUSES == ("filled", "rejected", "cancelled", "failed")
+    assert TRADE_STATUSES == ("filled", "partially_filled", "rejected", "cancelled", "failed")
 
 
 # --- agent_decision -------------------------------------------------------------------

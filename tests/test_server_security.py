@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -260,3 +261,32 @@ def test_real_prometheus_scrapes_over_mutual_tls_with_basic_auth(pki, tmp_path):
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+# --- strict X.509 (the default from Python 3.13) ------------------------------------------------------
+
+
+def test_mutual_tls_passes_strict_x509_verification_on_every_python(pki):
+    """The client verifies strictly as Python 3.13 does by default, whatever Python runs this."""
+    tls = TLSConfig(pki.server_cert, pki.server_key, client_ca_file=pki.client_ca.cert_path)
+    client = ssl.create_default_context(cafile=pki.server_ca.cert_path)
+    client.verify_flags |= ssl.VERIFY_X509_STRICT
+    client.load_cert_chain(pki.client_cert, pki.client_key)
+    with MetricsServer(port=0, tls=tls) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
+                client.wrap_socket(raw, server_hostname="localhost") as conn:
+            conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            reply = b""
+            while chunk := conn.recv(4096):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"ok\n")
+
+
+def test_client_certificates_are_verified_strictly_on_every_python(pki, tmp_path):
+    """A client cert without an Authority Key Identifier is refused on 3.10 as on 3.13."""
+    lax_cert, lax_key = pki.client_ca.issue(tmp_path, "lax-client", server=False, strict=False)
+    tls = TLSConfig(pki.server_cert, pki.server_key, client_ca_file=pki.client_ca.cert_path)
+    with MetricsServer(port=0, tls=tls) as server:
+        with pytest.raises((requests.exceptions.SSLError, requests.ConnectionError)):
+            https_get(server, pki, cert=(lax_cert, lax_key))
+        assert https_get(server, pki, cert=(pki.client_cert, pki.client_key)).status_code == 200

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 PREFIX = "tinywindow_"
+# Units the Prometheus exporter turns into a name suffix; every other unit
+# used here is a curly-brace annotation (no suffix) or already in the name.
+_UNIT_SUFFIXES = {"s": "seconds", "usd": "usd"}
 SELF_PREFIX = "tinywindow_otel_"
 
 # Default cap on distinct label sets per metric; beyond it new label sets fold
@@ -45,15 +48,37 @@ class MetricSpec:
 
     @property
     def attr(self) -> str:
-        """The facade attribute name, as in the seed: the name without ``tinywindow_``."""
-        return self.name[len(PREFIX):]
+        """The facade attribute name, as in the seed: the name without ``tinywindow_``.
+
+        A name from an OpenTelemetry semantic convention (``gen_ai.client.token.usage``)
+        keeps its namespace, with dots as underscores (``gen_ai_client_token_usage``).
+        """
+        if self.name.startswith(PREFIX):
+            return self.name[len(PREFIX):]
+        return self.name.replace(".", "_")
 
     @property
     def exposed_name(self) -> str:
-        """The family name a scrape of /metrics shows (counters gain ``_total``)."""
-        if self.kind is Kind.COUNTER and not self.name.endswith("_total"):
-            return self.name + "_total"
-        return self.name
+        """The family name a scrape of /metrics shows.
+
+        As the Prometheus exporter writes it: dots become underscores, a unit
+        the name does not already end in is appended (``s`` -> ``_seconds``),
+        counters gain ``_total``.
+        """
+        name = self.name.replace(".", "_")
+        suffix = _UNIT_SUFFIXES.get(self.unit)
+        if suffix is not None:
+            base = name[:-6] if self.kind is Kind.COUNTER and name.endswith("_total") else name
+            if not base.endswith("_" + suffix):
+                name = base + "_" + suffix
+        if self.kind is Kind.COUNTER and not name.endswith("_total"):
+            return name + "_total"
+        return name
+
+    @property
+    def exposed_labels(self) -> tuple[str, ...]:
+        """Label names as /metrics shows them: ``gen_ai.token.type`` -> ``gen_ai_token_type``."""
+        return tuple(label.replace(".", "_") for label in self.labels)
 
     @property
     def prometheus_type(self) -> str:
@@ -108,6 +133,18 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_kill_switch_activations", C, "Kill switch activations by mode.", ("mode",), "{activation}"),
 )
 
+# State beside the seed's events: alerts read "is trading halted now?" and
+# "how large is the position?" from these, not from counters that can go stale
+# or reset, and a stalled bot shows as an old heartbeat.
+STATE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("tinywindow_circuit_breaker_open", G, "1 while the circuit breaker for this reason is open, 0 once reset.", ("reason",), "{state}"),
+    MetricSpec("tinywindow_kill_switch_engaged", G, "1 while the kill switch in this mode is engaged, 0 once released.", ("mode",), "{state}"),
+    MetricSpec("tinywindow_position_notional_usd", G, "Absolute USD notional of the open position by symbol; removed with the position.", ("symbol",), "usd",
+               max_series=MAX_SYMBOLS),
+    MetricSpec("tinywindow_last_trade_timestamp_seconds", G, "Unix time of the last recorded trade.", (), "s"),
+    MetricSpec("tinywindow_last_decision_timestamp_seconds", G, "Unix time of the agent's last decision.", ("agent",), "s"),
+)
+
 # Metrics about the SDK itself: what it dropped or folded instead of raising.
 SELF_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -127,7 +164,95 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
     ),
 )
 
-ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + SELF_METRICS
+# --- Order execution, exchange health, LLM calls, agent calibration -------------
+
+# Order latency from a co-located 1 ms ack to a 60 s fill of a resting order.
+ORDER_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Filled / requested quantity: 0 (nothing filled) and 1 (fully filled) are
+# boundaries of their own, so "fully filled" is exactly the le="1" minus le="0.99" bucket.
+FILL_RATIO_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+# Slippage in basis points, signed (positive = worse than the reference
+# price); symmetric around 0 like the P&L buckets, 25 bps (the HighSlippage
+# threshold) is a boundary.
+SLIPPAGE_BUCKETS = (-100.0, -50.0, -25.0, -10.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0)
+# OpenTelemetry GenAI semantic conventions (gen-ai-metrics.md, Development
+# status): the advised explicit bucket boundaries, copied exactly.
+GEN_AI_TOKEN_BUCKETS = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+                        4194304.0, 16777216.0, 67108864.0)
+GEN_AI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+# Venues and streams are configured, not data; reasons come from exchange
+# error messages and models from configuration, so they get small caps.
+MAX_VENUES = 50
+MAX_REASONS = 200
+
+EXECUTION_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("tinywindow_orders_total", C,
+               "Orders by venue and lifecycle status: submitted and acknowledged as they happen, then exactly one "
+               "closing status per order (filled, partially_filled, rejected, cancelled, expired).",
+               ("venue", "status"), "{order}", max_series=8 * MAX_VENUES),
+    MetricSpec("tinywindow_order_latency_seconds", H,
+               "Order latency by venue and stage: ack = submit to exchange acknowledgement, fill = submit to last "
+               "fill, cancel = cancel request to confirmation.",
+               ("venue", "stage"), "s", ORDER_LATENCY_BUCKETS, 3 * MAX_VENUES),
+    MetricSpec("tinywindow_order_fill_ratio", H,
+               "Filled / requested quantity per closed order (0-1); rejected orders are not included.",
+               ("venue",), "1", FILL_RATIO_BUCKETS, MAX_VENUES),
+    MetricSpec("tinywindow_slippage_bps", H,
+               "Fill price vs the reference price given at submit, in basis points per filled order; "
+               "positive = worse for the order's side, negative = price improvement.",
+               ("venue", "side"), "{bps}", SLIPPAGE_BUCKETS, 2 * MAX_VENUES),
+    MetricSpec("tinywindow_order_rejections_total", C, "Rejected orders by venue and reason.",
+               ("venue", "reason"), "{order}", max_series=MAX_REASONS),
+    MetricSpec("tinywindow_last_order_fill_timestamp_seconds", G, "Unix time of the last fill seen per venue.",
+               ("venue",), "s", max_series=MAX_VENUES),
+)
+
+EXCHANGE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("tinywindow_exchange_feed_age_seconds", G,
+               "Seconds since the last message on this market-data stream, computed at collection time.",
+               ("venue", "stream"), "s", max_series=20 * MAX_VENUES),
+    MetricSpec("tinywindow_exchange_reconnects_total", C, "Reconnections of a market-data stream.",
+               ("venue", "stream"), "{reconnect}", max_series=20 * MAX_VENUES),
+    MetricSpec("tinywindow_exchange_rate_limit_used_ratio", G,
+               "Share (0-1) of the venue's request rate limit used, from its response headers; 1 while "
+               "the venue says to back off (Retry-After).",
+               ("venue",), "1", max_series=MAX_VENUES),
+)
+
+GEN_AI_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("gen_ai.client.token.usage", H,
+               "Number of input and output tokens used (OpenTelemetry GenAI conventions; input includes "
+               "cached input tokens).",
+               ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.token.type"),
+               "{token}", GEN_AI_TOKEN_BUCKETS, max_series=400),
+    MetricSpec("gen_ai.client.operation.duration", H,
+               "GenAI operation duration (OpenTelemetry GenAI conventions); error.type is set when the call failed.",
+               ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "error.type"),
+               "s", GEN_AI_DURATION_BUCKETS, max_series=400),
+    MetricSpec("gen_ai.client.operation.time_to_first_chunk", H,
+               "Time from the request to the first chunk of a streamed response (OpenTelemetry GenAI conventions).",
+               ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model"),
+               "s", GEN_AI_DURATION_BUCKETS, max_series=200),
+    MetricSpec("tinywindow_llm_cost_usd_total", C,
+               "Estimated LLM spend in USD from token usage and the configured price table.",
+               ("provider", "model"), "usd", max_series=200),
+)
+
+CALIBRATION_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("tinywindow_agent_outcomes_total", C,
+               "Decisions linked to a trade outcome, by agent, confidence decile (\"0.8-0.9\") and outcome (win, loss).",
+               ("agent", "confidence_bucket", "outcome"), "{decision}"),
+    MetricSpec("tinywindow_agent_brier_score", G,
+               "Mean squared error of confidence vs outcome (1 = win, 0 = loss) over the agent's last linked "
+               "decisions: 0 is perfect, 0.25 is a coin flip at 0.5.",
+               ("agent",), "1"),
+    MetricSpec("tinywindow_agent_decisions_expired_total", C,
+               "Decisions never linked to an outcome, forgotten after their time to live or beyond the pending limit.",
+               ("agent",), "{decision}"),
+)
+
+ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + STATE_METRICS + SELF_METRICS
+ALL_METRICS += EXECUTION_METRICS + EXCHANGE_METRICS + GEN_AI_METRICS + CALIBRATION_METRICS
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}
 BY_EXPOSED_NAME: dict[str, MetricSpec] = {spec.exposed_name: spec for spec in ALL_METRICS}
 
@@ -141,7 +266,11 @@ def render_markdown() -> str:
         "a test fails when this file and the catalog drift.",
         "",
     ]
-    for title, specs in (("Trading metrics", CATALOG), ("SDK self-metrics", SELF_METRICS)):
+    sections = (("Trading metrics", CATALOG), ("State metrics", STATE_METRICS), ("SDK self-metrics", SELF_METRICS))
+    sections += (("Order execution metrics", EXECUTION_METRICS), ("Exchange health metrics", EXCHANGE_METRICS),
+                 ("LLM metrics (OpenTelemetry GenAI conventions)", GEN_AI_METRICS),
+                 ("Agent calibration metrics", CALIBRATION_METRICS))
+    for title, specs in sections:
         lines += [
             f"## {title}",
             "",

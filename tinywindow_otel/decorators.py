@@ -30,13 +30,15 @@ decorator (each call then has its own state), as with prometheus_client.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
 
-from .metrics import _check_number, _drops
+from .exporters import TRADE_STATUSES, agent_exporter, api_exporter, check_trade, trading_exporter
+from .metrics import _drops
 
 __all__ = [
     "TRADE_STATUSES", "DecisionRecorder", "Instrument", "TradeOutcome",
@@ -309,17 +311,17 @@ class _ApiProbe(_Probe):
 
     def __init__(self, service: str, exporter) -> None:
         # Bound once here, so a call costs two series updates, not label lookups.
-        self._service = service
-        self._inc = exporter._requests.labels(service=service).inc
-        self._observe = exporter._latency.labels(service=service).observe
-        self._errors = exporter._errors
+        bound = exporter.bind(service)
+        self._inc = bound.requests.inc
+        self._observe = bound.latency.observe
+        self._error = bound.error
 
     def finish(self, state, exc, result) -> None:
         elapsed = perf_counter() - state
         self._inc()
         self._observe(elapsed)
         if exc is not None and _is_error(exc):
-            self._errors.labels(service=self._service, type=type(exc).__name__).inc()
+            self._error(type(exc).__name__)
 
 
 def api_call(service: str, *, exporter=None) -> Instrument:
@@ -340,15 +342,13 @@ def api_call(service: str, *, exporter=None) -> Instrument:
     count as requests, not errors: put a timeout *inside* the decorated
     function if timeouts should count as errors.
     """
-    if exporter is None:
-        from .exporters import api_exporter as exporter
-    return Instrument(_ApiProbe(service, exporter))
+    return Instrument(_ApiProbe(service, api_exporter if exporter is None else exporter))
 
 
 # --- trades -----------------------------------------------------------------------
 
-TRADE_STATUSES = ("filled", "rejected", "cancelled", "failed")
-"""Every status ``trade()`` records. ``failed`` = the block raised before reporting an outcome."""
+# TRADE_STATUSES (from exporters): ``failed`` = the block raised before reporting an outcome,
+# ``cancelled`` also when the task was cancelled (asyncio.CancelledError).
 
 
 class TradeOutcome:
@@ -367,20 +367,17 @@ class TradeOutcome:
 
     def report(self, status: str, pnl: float | None = None, amount_usd: float | None = None) -> None:
         """Set the outcome. Raises at once for an unknown status, bad numbers, or a second report."""
-        if status not in TRADE_STATUSES:
-            raise ValueError(f"tinywindow_trades_total: status must be one of {', '.join(TRADE_STATUSES)}, "
-                             f"got {status!r}")
+        check_trade(status, pnl, amount_usd)
         if self.status is not None:
             raise ValueError(f"tinywindow_trades_total: outcome for {self.symbol} already reported "
                              f"as {self.status!r}")
-        if pnl is not None:
-            _check_number("tinywindow_trade_pnl_usd", pnl, "pnl")
-        if amount_usd is not None:
-            _check_number("tinywindow_trade_amount_usd", amount_usd, "amount_usd")
         self.status, self.pnl, self.amount_usd = status, pnl, amount_usd
 
     def filled(self, pnl: float | None = None, amount_usd: float | None = None) -> None:
         self.report("filled", pnl, amount_usd)
+
+    def partially_filled(self, pnl: float | None = None, amount_usd: float | None = None) -> None:
+        self.report("partially_filled", pnl, amount_usd)
 
     def rejected(self, amount_usd: float | None = None) -> None:
         self.report("rejected", None, amount_usd)
@@ -412,18 +409,18 @@ class _TradeProbe(_Probe):
     exposes_state = True
 
     def __init__(self, symbol, default, reject_on, symbol_from, exporter) -> None:
-        self._symbol = symbol
-        self._default = default
-        self._reject_on = reject_on
-        self._symbol_from = symbol_from
-        self._exporter = exporter
-        self._signature: inspect.Signature | None = None
+        self.symbol = symbol
+        self.default = default
+        self.reject_on = reject_on
+        self.symbol_from = symbol_from
+        self.exporter = exporter
+        self.signature: inspect.Signature | None = None
 
     def start(self, args, kwargs) -> TradeOutcome:
-        symbol = self._symbol
+        symbol = self.symbol
         if symbol is None and args is not None:
             try:
-                symbol = self._signature.bind_partial(*args, **kwargs).arguments.get(self._symbol_from)
+                symbol = self.signature.bind_partial(*args, **kwargs).arguments.get(self.symbol_from)
             except TypeError:
                 symbol = None  # the call itself raises the TypeError
         return TradeOutcome(symbol)
@@ -434,12 +431,17 @@ class _TradeProbe(_Probe):
             if read is not None:
                 outcome.status, outcome.pnl, outcome.amount_usd = read
             elif exc is not None and not isinstance(exc, GeneratorExit):
-                outcome.status = "rejected" if isinstance(exc, self._reject_on) else "failed"
+                if isinstance(exc, self.reject_on):
+                    outcome.status = "rejected"
+                elif isinstance(exc, asyncio.CancelledError):
+                    outcome.status = "cancelled"  # the caller gave up on the order: not a failure
+                else:
+                    outcome.status = "failed"
             else:
-                outcome.status = self._default
+                outcome.status = self.default
         if outcome.symbol is None:
             raise ValueError("tinywindow_trades_total: no symbol for this trade")
-        self._exporter.record_trade(symbol=outcome.symbol, status=outcome.status,
+        self.exporter.record_trade(symbol=outcome.symbol, status=outcome.status,
                                     pnl=outcome.pnl, amount_usd=outcome.amount_usd)
 
 
@@ -448,19 +450,19 @@ class _TradeInstrument(Instrument):
 
     def __call__(self, func: Callable) -> Callable:
         probe: _TradeProbe = self._probe  # type: ignore[assignment]
-        if probe._symbol is None:
+        if probe.symbol is None:
             signature = inspect.signature(func)
-            if probe._symbol_from not in signature.parameters:
+            if probe.symbol_from not in signature.parameters:
                 raise TypeError(f"tinywindow_trades_total: trade() without a symbol needs "
-                                f"{func.__qualname__}() to take a {probe._symbol_from!r} argument")
+                                f"{func.__qualname__}() to take a {probe.symbol_from!r} argument")
             # A fresh probe per decorated function: each holds its own signature.
-            probe = _TradeProbe(None, probe._default, probe._reject_on, probe._symbol_from, probe._exporter)
-            probe._signature = signature
+            probe = _TradeProbe(None, probe.default, probe.reject_on, probe.symbol_from, probe.exporter)
+            probe.signature = signature
             return Instrument(probe)(func)
         return super().__call__(func)
 
     def __enter__(self) -> Any:
-        if self._probe._symbol is None:  # type: ignore[attr-defined]
+        if self._probe.symbol is None:  # type: ignore[attr-defined]
             raise TypeError("tinywindow_trades_total: `with trade(...)` needs a symbol")
         return super().__enter__()
 
@@ -480,25 +482,26 @@ def trade(symbol: str | None = None, *, default: str = "filled",
             return {"status": "filled", "amount_usd": 1000.0}
 
     The status (one of :data:`TRADE_STATUSES`) is, in order of precedence:
-    the outcome reported on ``t`` (``t.filled/rejected/cancelled/failed``,
+    the outcome reported on ``t`` (``t.filled/partially_filled/rejected/cancelled/failed``,
     even if the block raises afterwards: the order did happen); for the
     decorator, the return value (a status string, or a mapping / object with
     ``status`` and optional ``pnl``, ``amount_usd``); ``rejected`` if the call
-    raised one of ``reject_on`` (e.g. ``ccxt.InvalidOrder``); ``failed`` if it
+    raised one of ``reject_on`` (e.g. ``ccxt.InvalidOrder``); ``cancelled`` if the
+    task was cancelled (``asyncio.CancelledError``, re-raised); ``failed`` if it
     raised anything else; otherwise ``default`` (the call returned, or the
     generator was closed, without reporting). The trade goes through
     ``trading_exporter.record_trade`` so P&L, notional and win rate stay consistent.
     """
-    if default not in TRADE_STATUSES:
+    if default not in TRADE_STATUSES or not isinstance(default, str):
         raise ValueError(f"tinywindow_trades_total: default must be one of {', '.join(TRADE_STATUSES)}, "
                          f"got {default!r}")
     kinds = reject_on if isinstance(reject_on, tuple) else (reject_on,)
     if not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
         raise TypeError(f"tinywindow_trades_total: reject_on takes exception classes, got {reject_on!r}")
     if exporter is None:
-        from .exporters import trading_exporter as exporter
+        exporter = trading_exporter
     if symbol is not None:
-        exporter._trades.labels(status=default, symbol=symbol)  # a bad symbol raises here
+        exporter.prepare(symbol, default)  # a bad symbol raises here
     return _TradeInstrument(_TradeProbe(symbol, default, kinds, symbol_from, exporter))
 
 
@@ -524,13 +527,16 @@ def _read_decision(value: Any) -> tuple[str, float] | None:
 class DecisionRecorder:
     """The ``d`` in ``with agent_decision("analyst") as d``: call ``d.record(action, confidence)``."""
 
-    __slots__ = ("_probe",)
+    __slots__ = ("_probe", "decision_id")
 
     def __init__(self, probe: _DecisionProbe) -> None:
         self._probe = probe
+        self.decision_id = None  # for agent_exporter.record_outcome()
 
-    def record(self, action: str, confidence: float) -> None:
-        self._probe.record((action, confidence), strict=True)
+    def record(self, action: str, confidence: float):
+        """Record the decision; returns its id (also kept as ``d.decision_id``)."""
+        self.decision_id = self._probe.record((action, confidence), strict=True)
+        return self.decision_id
 
 
 class _DecisionProbe(_Probe):
@@ -545,16 +551,16 @@ class _DecisionProbe(_Probe):
     def start(self, args, kwargs) -> DecisionRecorder:
         return DecisionRecorder(self)
 
-    def record(self, value: Any, strict: bool = False) -> None:
+    def record(self, value: Any, strict: bool = False) -> Any:
         if value is None:
-            return  # the agent made no decision
+            return None  # the agent made no decision
         decision = _read_decision(value)
         if decision is None:
             if strict:
                 raise TypeError(f"{self.metric}: a decision is (action: str, confidence: number), got {value!r}")
             _drops.dropped(self.metric, "unreadable_decision", value)
-            return
-        self._exporter.record_decision(self._agent, *decision)
+            return None
+        return self._exporter.record_decision(self._agent, *decision)
 
     def item(self, state, value) -> None:
         self.record(value)
@@ -583,6 +589,6 @@ def agent_decision(agent: str, *, exporter=None) -> Instrument:
     ``with agent_decision("analyst") as d: d.record("buy", 0.8)``.
     """
     if exporter is None:
-        from .exporters import agent_exporter as exporter
-    exporter._confidence.labels(agent=agent)  # a bad agent label raises here
+        exporter = agent_exporter
+    exporter.prepare(agent)  # a bad agent label raises here
     return Instrument(_DecisionProbe(agent, exporter))

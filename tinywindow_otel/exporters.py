@@ -3,83 +3,294 @@
     >>> from tinywindow_otel.exporters import trading_exporter
     >>> trading_exporter.record_trade(symbol="BTC/USDT", status="filled", pnl=150.0, amount_usd=1000.0)
 
-Derived values (win rate, drawdown, daily P&L) are computed here from what
-is recorded, with the rules in ``risk.py``.
+Derived values (win rate, drawdown, daily P&L, leverage, VaR) are computed
+here from what is recorded, with the rules in ``risk.py``. What they need to
+survive a restart (win/loss tally, peak, day start, returns window, open
+circuit breakers, engaged kill switches, positions, heartbeats) is one JSON
+document: ``export_state()`` / ``restore_state()`` in this module.
+
+Every recorder resets its lock and its derived state in a forked child (the
+child reports only what it records itself, like the metric values).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import threading
+import time
+import weakref
 from collections.abc import Mapping
 from datetime import datetime
 
+from .calibration import CalibrationTracker
 from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
-                   PortfolioState, PortfolioTracker, gross_exposure, leverage_ratio, win_rate_pct)
+                   PortfolioState, PortfolioTracker, change_pct, drawdown_pct, is_finite_number, leverage_ratio,
+                   win_rate_pct)
 
 UNKNOWN_ERROR_TYPE = "unknown"
 
+TRADE_STATUSES = ("filled", "partially_filled", "rejected", "cancelled", "failed")
+"""Every status a trade can be recorded with; anything else raises ``ValueError``."""
 
-class TradingExporter:
-    """Trades: counts, realised P&L, notional, and the win rate derived from them."""
+STATE_VERSION = 2
+
+# Every recorder alive, so a forked child can reset their locks and derived state.
+_RECORDERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Runs in the child before any other code: only plain attribute resets, no
+    # metric calls (their locks may still be held by a parent thread here).
+    global _RISK_GAUGES_LOCK
+    _RISK_GAUGES_LOCK = threading.Lock()
+    for recorder in list(_RECORDERS):
+        recorder._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Recorder:
+    """Owns one lock; registered for the at-fork reset."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        _RECORDERS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop derived state (called with the lock held, or in a forked child)."""
+
+
+def _label_key(value: object) -> str:
+    """The label value a number or string becomes (what /metrics shows), as a state key."""
+    return value if isinstance(value, str) else str(value)
+
+
+def _load_json(state: str | bytes | bytearray | Mapping, what: str) -> dict:
+    """The dict from ``export_state()``, or its JSON text."""
+    if isinstance(state, (str, bytes, bytearray)):
+        try:
+            state = json.loads(state)
+        except ValueError as exc:
+            raise ValueError(f"{what}: not valid JSON ({exc})") from None
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{what}: expected the mapping export_state() returns or its JSON text, "
+                        f"got {type(state).__name__}")
+    return dict(state)
+
+
+def _check_fields(data: Mapping, known: set[str], what: str) -> None:
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+
+
+def _timestamp(value: object, what: str) -> float | None:
+    if value is None:
+        return None
+    if not is_finite_number(value) or value < 0:
+        raise ValueError(f"{what} must be a non-negative finite number or null, got {value!r:.80}")
+    return float(value)
+
+
+def _check_non_negative(metric: str, value: object, what: str) -> float:
+    """``value`` as a float; ValueError naming the metric when it is below 0 (NaN passes: dropped later)."""
+    number = _check_number(metric, value, what)
+    if number < 0:
+        raise ValueError(f"{metric}: {what} must be >= 0, got {value!r:.80}")
+    return number
+
+
+def check_trade(status: object, pnl: object = None, amount_usd: object = None) -> tuple[float | None, float | None]:
+    """Validate a trade's status and numbers without recording; returns (pnl, amount_usd) as floats.
+
+    The status must be one of :data:`TRADE_STATUSES`; ``amount_usd`` must not
+    be negative. NaN/infinity pass here and are dropped (and counted) when recorded.
+    """
+    if status not in TRADE_STATUSES or not isinstance(status, str):
+        raise (ValueError if isinstance(status, str) else TypeError)(
+            f"tinywindow_trades_total: label 'status' must be one of {', '.join(TRADE_STATUSES)}, "
+            f"got {type(status).__name__} {status!r:.80}")
+    pnl_value = _check_number("tinywindow_trade_pnl_usd", pnl, "pnl") if pnl is not None else None
+    amount = (_check_non_negative("tinywindow_trade_amount_usd", amount_usd, "amount_usd")
+              if amount_usd is not None else None)
+    return pnl_value, amount
+
+
+class TradingExporter(_Recorder):
+    """Trades: counts, realised P&L, notional, the win rate derived from them, and a heartbeat."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
+        super().__init__()
         self._trades = registry.by_attr("trades_total")
         self._pnl = registry.by_attr("trade_pnl_usd")
         self._amount = registry.by_attr("trade_amount_usd")
         self._win_rate = registry.by_attr("win_rate")
-        self._lock = threading.Lock()
+        self._last_trade = registry.by_attr("last_trade_timestamp_seconds")
         self.wins = 0
         self.losses = 0
+        self.last_trade_time: float | None = None
+
+    def prepare(self, symbol: str, status: str = "filled") -> None:
+        """Create the ``tinywindow_trades_total{status,symbol}`` series at 0 (so ``rate()`` sees the first trade).
+
+        Raises at once for a bad symbol or status.
+        """
+        check_trade(status)
+        self._trades.labels(status=status, symbol=symbol)
 
     def record_trade(self, symbol: str, status: str, pnl: float | None = None, amount_usd: float | None = None) -> None:
-        """Count a trade; ``pnl`` (realised, signed) and ``amount_usd`` when known."""
+        """Count a trade; ``pnl`` (realised, signed) and ``amount_usd`` (>= 0) when known.
+
+        ``status`` is one of :data:`TRADE_STATUSES`. Also sets
+        ``tinywindow_last_trade_timestamp_seconds`` (the trading heartbeat).
+        """
         # Validate everything before recording anything: a bad argument must
         # not leave a half-recorded trade behind.
+        pnl_value, amount_value = check_trade(status, pnl, amount_usd)
         trades = self._trades.labels(status=status, symbol=symbol)
-        pnl_value = _check_number(self._pnl.name, pnl, "pnl") if pnl is not None else None
         amount = self._amount.labels(symbol=symbol) if amount_usd is not None else None
-        if amount_usd is not None:
-            _check_number(self._amount.name, amount_usd, "amount_usd")
         trades.inc()
         if amount is not None:
-            amount.observe(amount_usd)
+            amount.observe(amount_value)
         if pnl_value is not None:
             self._pnl.observe(pnl)
-            self._count_outcome(pnl_value)  # the float: a huge int counts as dropped, not as a win
+            if pnl_value != 0 and math.isfinite(pnl_value):  # a huge int is dropped by the histogram: no win
+                self._count_outcome(pnl_value > 0)
+        now = time.time()
+        self.last_trade_time = now
+        self._last_trade.set(now)
 
     def reset(self) -> None:
-        """Forget the win/loss tally (e.g. at the start of a new trading session)."""
+        """Forget the win/loss tally and heartbeat (e.g. at the start of a new trading session)."""
         with self._lock:
-            self.wins = self.losses = 0
+            self._forget()
 
-    def _count_outcome(self, pnl: float) -> None:
-        if not math.isfinite(pnl):
-            return  # dropped (and counted) by the histogram already
-        with self._lock:
-            if pnl > 0:
+    def _forget(self) -> None:
+        self.wins = self.losses = 0
+        self.last_trade_time = None
+
+    def _count_outcome(self, won: bool) -> None:
+        with self._lock:  # the gauge is set under the lock too, so it never goes back to an older rate
+            if won:
                 self.wins += 1
-            elif pnl < 0:
-                self.losses += 1
             else:
-                return  # breakeven: neither a win nor a loss
-            rate = win_rate_pct(self.wins, self.losses)
-        if rate is not None:
-            self._win_rate.set(rate)
+                self.losses += 1
+            self._win_rate.set(win_rate_pct(self.wins, self.losses))
+
+    def export_state(self) -> dict:
+        """Win/loss tally and last trade time (JSON-serialisable)."""
+        with self._lock:
+            return {"wins": self.wins, "losses": self.losses, "last_trade_time": self.last_trade_time}
+
+    def restore_state(self, state: str | bytes | Mapping) -> None:
+        """Adopt a state from :meth:`export_state` (dict or JSON text); republishes win rate and heartbeat."""
+        self._apply_state(*self._parse_state(_load_json(state, "trading state")))
+
+    @staticmethod
+    def _parse_state(data: dict) -> tuple[int, int, float | None]:
+        _check_fields(data, {"wins", "losses", "last_trade_time"}, "trading state")
+        tally = []
+        for name in ("wins", "losses"):
+            value = data.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"trading state: {name} must be a non-negative integer, got {value!r:.80}")
+            tally.append(value)
+        return tally[0], tally[1], _timestamp(data.get("last_trade_time"), "trading state: last_trade_time")
+
+    def _apply_state(self, wins: int, losses: int, last: float | None) -> None:
+        with self._lock:
+            self.wins, self.losses, self.last_trade_time = wins, losses, last
+            rate = win_rate_pct(wins, losses)
+            if rate is not None:
+                self._win_rate.set(rate)
+            if last is not None:
+                self._last_trade.set(last)
 
 
-class PortfolioExporter:
-    """Portfolio snapshot: value, unrealised P&L, positions, and the risk values derived from them.
+class _RiskGauges(_Recorder):
+    """The one writer of the four risk gauges of a registry.
 
-    Drawdown, daily P&L, leverage (when ``prices`` are given) and VaR 95 come
-    from ``risk.py``. VaR: one return of the portfolio value per
-    ``return_interval_s``, a window of ``var_window`` of them, scaled to one
-    day by sqrt(time); the gauge is set only once ``var_min_samples`` returns
-    exist. ``var_method=None`` leaves VaR to ``risk_exporter.set_var_95``.
+    Values come from two sources: derived by a :class:`PortfolioExporter`, or
+    set explicitly through :class:`RiskExporter` (a risk engine). Once a gauge
+    is set explicitly it is owned by that source until ``reset()``: the
+    derived value no longer overwrites it, so the gauge never flips between two
+    answers from one scrape to the next.
+    """
+
+    GAUGES = ("drawdown_pct", "daily_pnl_pct", "leverage_ratio", "portfolio_var_95")
+
+    def __init__(self, registry: MetricRegistry) -> None:
+        super().__init__()
+        self.gauges = {attr: registry.by_attr(attr) for attr in self.GAUGES}
+        self.explicit: set[str] = set()
+
+    def set_explicit(self, attr: str, value: float) -> None:
+        gauge = self.gauges[attr]
+        _check_number(gauge.name, value)
+        with self._lock:
+            self.explicit.add(attr)
+            gauge.set(value)
+
+    def set_given(self, attr: str, value: float) -> None:
+        """Publish a value the portfolio update was given (NaN/inf dropped and counted, previous value kept)."""
+        with self._lock:
+            if attr not in self.explicit:
+                self.gauges[attr].set(value)
+
+    def set_derived(self, attr: str, value: float | None) -> None:
+        """Publish a derived value; None or a non-finite value removes the gauge (undefined, not stale)."""
+        with self._lock:
+            if attr in self.explicit:
+                return
+            gauge = self.gauges[attr]
+            if value is None or not math.isfinite(value):
+                gauge.clear()
+            else:
+                gauge.set(value)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.explicit.clear()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # which source owns a gauge is configuration: it stays
+
+
+_RISK_GAUGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_RISK_GAUGES_LOCK = threading.Lock()
+
+
+def _risk_gauges(registry: MetricRegistry) -> _RiskGauges:
+    with _RISK_GAUGES_LOCK:
+        gauges = _RISK_GAUGES.get(registry)
+        if gauges is None:
+            gauges = _RISK_GAUGES[registry] = _RiskGauges(registry)
+        return gauges
+
+
+class PortfolioExporter(_Recorder):
+    """Portfolio snapshot: value, unrealised P&L, positions and their notional, and the risk values derived from them.
+
+    Drawdown, daily P&L, leverage (when ``prices`` or ``notionals`` are given)
+    and VaR 95 come from ``risk.py``. VaR: one return of the portfolio value
+    per ``return_interval_s``, a window of ``var_window`` of them, scaled to
+    one day by sqrt(time); the gauge is set only once ``var_min_samples``
+    returns exist. ``var_method=None`` leaves VaR to ``risk_exporter.set_var_95``.
     A derived value that is undefined (daily P&L from a non-positive start,
     leverage with non-positive equity or a missing price) removes its gauge
-    rather than leaving a stale value on /metrics.
+    rather than leaving a stale value on /metrics. A risk gauge set through
+    ``risk_exporter`` is no longer derived here (one owner per gauge).
+    A non-finite ``total_value`` is dropped (and counted) with everything
+    derived from it: the previous drawdown, leverage, ... stay.
     """
 
     def __init__(self, registry: MetricRegistry = REGISTRY, state: PortfolioState | None = None, *,
@@ -89,18 +300,18 @@ class PortfolioExporter:
         if var_method is not None and var_method not in VAR_METHODS:
             raise ValueError(f"tinywindow_portfolio_var_95: var_method must be one of "
                              f"{', '.join(VAR_METHODS)} or None, got {var_method!r}")
+        super().__init__()
         self._value = registry.by_attr("portfolio_value_usd")
         self._unrealized = registry.by_attr("unrealized_pnl_usd")
         self._positions = registry.by_attr("active_positions")
-        self._leverage = registry.by_attr("leverage_ratio")
-        self._drawdown = registry.by_attr("drawdown_pct")
-        self._daily = registry.by_attr("daily_pnl_pct")
-        self._var = registry.by_attr("portfolio_var_95")
-        self._lock = threading.Lock()
+        self._notional = registry.by_attr("position_notional_usd")
+        self._risk = _risk_gauges(registry)
         self.var_method = var_method
         self.var_min_samples = var_min_samples
         self._tracker_options = {"window": var_window, "return_interval_s": return_interval_s}
         self.tracker = PortfolioTracker(state, **self._tracker_options)
+        # The published snapshot: label value -> (size, notional or None).
+        self._snapshot: dict[str, tuple[float, float | None]] = {}
 
     def update_portfolio(
         self,
@@ -110,160 +321,376 @@ class PortfolioExporter:
         leverage: float | None = None,
         *,
         prices: Mapping[str, float] | None = None,
+        notionals: Mapping[str, float] | None = None,
         now: datetime | None = None,
     ) -> None:
         """Replace the portfolio snapshot. Symbols absent from ``positions`` disappear.
 
-        ``leverage`` given wins; otherwise with ``prices`` (symbol -> price) it is
-        computed as sum(|size| * price) / total_value.
+        ``tinywindow_position_notional_usd{symbol}`` is ``notionals[symbol]``
+        (absolute USD) when given, else ``|size| * prices[symbol]``.
+        ``leverage`` given wins; otherwise, with ``prices`` or ``notionals``,
+        it is sum(notional) / total_value.
         """
         value = _check_number(self._value.name, total_value, "total_value")
         _check_number(self._unrealized.name, unrealized_pnl, "unrealized_pnl")
         if not isinstance(positions, Mapping):
             raise TypeError(f"{self._positions.name}: positions must be a mapping of symbol to size, "
                             f"got {type(positions).__name__}")
-        sizes = {symbol: _check_number(self._positions.name, size, f"position size for {symbol!r}")
+        sizes = {symbol: _check_number(self._positions.name, size, f"position size for {symbol!r:.80}")
                  for symbol, size in positions.items()}
-        series = {symbol: self._positions.labels(symbol=symbol) for symbol in sizes}
+        for symbol in sizes:
+            if isinstance(symbol, bool) or not isinstance(symbol, (str, int, float)):
+                raise TypeError(f"{self._positions.name}: label 'symbol' must be a string (or number), "
+                                f"got {type(symbol).__name__} {symbol!r:.80}")
+        leverage_name = self._risk.gauges["leverage_ratio"].name
         if leverage is not None:
-            _check_number(self._leverage.name, leverage, "leverage")
-        elif prices is not None:
-            if not isinstance(prices, Mapping):
-                raise TypeError(f"{self._leverage.name}: prices must be a mapping of symbol to price, "
-                                f"got {type(prices).__name__}")
-            for symbol, price in prices.items():
-                _check_number(self._leverage.name, price, f"price for {symbol!r}")
+            _check_number(leverage_name, leverage, "leverage")
+        notional_by_symbol = self._notionals(sizes, prices, notionals)
         if now is not None and not isinstance(now, datetime):
-            raise TypeError(f"{self._daily.name}: now must be a datetime, got {type(now).__name__}")
-        # Compare canonical label values: a non-str key (say 1) is stored as "1".
-        keep = {child.label_values for child in series.values()}
+            raise TypeError(f"{self._risk.gauges['daily_pnl_pct'].name}: now must be a datetime, "
+                            f"got {type(now).__name__}")
+        finite_value = math.isfinite(value)
+        snapshot = {_label_key(symbol): (size, notional_by_symbol.get(symbol)) for symbol, size in sizes.items()}
 
         with self._lock:
             self._value.set(value)
             self._unrealized.set(unrealized_pnl)
-            for symbol, size in sizes.items():
-                series[symbol].set(size)
-            for child in self._positions.series():
-                if child.label_values not in keep:
-                    self._positions.remove(*child.label_values)
+            # Series are looked up under the lock: another thread's update
+            # cannot remove one between our lookup and our set.
+            for key, (size, notional) in snapshot.items():
+                self._positions.labels(symbol=key).set(size)
+                self._set_notional(key, notional)
+            for key in self._snapshot.keys() - snapshot.keys():
+                self._positions.remove(key)
+                self._notional.remove(key)
+            self._snapshot = snapshot
             if leverage is not None:
-                self._leverage.set(leverage)
-            elif prices is not None:
-                self._set_leverage_from_prices(sizes, prices, value)
-            if value == value and abs(value) != float("inf"):
-                drawdown, daily = self.tracker.update(value, now)
-                self._drawdown.set(drawdown)
-                if daily is not None:
-                    self._daily.set(daily)
-                else:
-                    self._daily.clear()
-                if self.var_method is not None:
-                    self.tracker.sample_return(value, now)
-                    var = self.tracker.var(value, 0.95, self.var_method, min_samples=self.var_min_samples)
-                    if var is not None:
-                        self._var.set(var)
+                self._risk.set_given("leverage_ratio", leverage)
+            elif (prices is not None or notionals is not None) and finite_value:
+                self._set_leverage(notional_by_symbol, sizes, value)
+            if finite_value:
+                self._derive_from_value(value, now)
 
-    def _set_leverage_from_prices(self, sizes: Mapping[str, float], prices: Mapping[str, float],
-                                  equity: float) -> None:
-        try:
-            ratio = leverage_ratio(gross_exposure(sizes, prices), equity)
-        except KeyError as missing:
-            _drops.dropped(self._leverage.name, "missing_price", missing.args[0])
-            ratio = None
-        if ratio is None or ratio != ratio or ratio == float("inf"):
-            self._leverage.clear()
-        else:
-            self._leverage.set(ratio)
+    def _notionals(self, sizes: Mapping, prices: Mapping | None, notionals: Mapping | None) -> dict:
+        """symbol -> absolute USD notional, for the positions whose notional is known."""
+        name = self._notional.name
+        # Prices were first used for leverage only: their errors keep naming it.
+        price_metric = self._risk.gauges["leverage_ratio"].name
+        result = {}
+        for given, what, metric in ((prices, "prices", price_metric), (notionals, "notionals", name)):
+            if given is not None and not isinstance(given, Mapping):
+                raise TypeError(f"{metric}: {what} must be a mapping of symbol to {what[:-1]}, "
+                                f"got {type(given).__name__}")
+        if prices is not None:
+            for symbol, price in prices.items():
+                price = _check_number(price_metric, price, f"price for {symbol!r:.80}")
+                if symbol in sizes:
+                    result[symbol] = abs(sizes[symbol] * price)
+        if notionals is not None:
+            for symbol, notional in notionals.items():
+                notional = _check_number(name, notional, f"notional for {symbol!r:.80}")
+                if symbol not in sizes:
+                    raise ValueError(f"{name}: notional for {symbol!r:.80}, which is not in positions")
+                result[symbol] = abs(notional)
+        return result
+
+    def _set_notional(self, key: str, notional: float | None) -> None:
+        if notional is None:
+            self._notional.remove(key)
+        elif math.isfinite(notional):
+            self._notional.labels(symbol=key).set(notional)
+        else:  # an overflowing size * price: no value rather than a stale one
+            _drops.dropped(self._notional.name, "nan" if notional != notional else "inf", notional)
+            self._notional.remove(key)
+
+    def _set_leverage(self, notional_by_symbol: Mapping, sizes: Mapping, equity: float) -> None:
+        missing = [symbol for symbol in sizes if symbol not in notional_by_symbol]
+        if missing:
+            _drops.dropped(self._risk.gauges["leverage_ratio"].name, "missing_price", missing[0])
+            self._risk.set_derived("leverage_ratio", None)
+            return
+        gross = math.fsum(notional_by_symbol[symbol] for symbol in sizes)
+        self._risk.set_derived("leverage_ratio", leverage_ratio(gross, equity))
+
+    def _derive_from_value(self, value: float, now: datetime | None) -> None:
+        tracker = self.tracker
+        drawdown, daily = tracker.update(value, now)
+        self._risk.set_derived("drawdown_pct", drawdown)
+        self._risk.set_derived("daily_pnl_pct", daily)
+        if self.var_method is not None:
+            tracker.sample_return(value, now)
+            var = tracker.var(value, 0.95, self.var_method, min_samples=self.var_min_samples)
+            if var is not None:  # below the minimum sample count the gauge stays unset
+                self._risk.set_derived("portfolio_var_95", var)
 
     def reset(self) -> None:
-        """Forget the peak, day-start value and returns window."""
+        """Forget the peak, day-start value, returns window and position snapshot; risk gauges derived again."""
         with self._lock:
-            self.tracker = PortfolioTracker(**self._tracker_options)
+            self._forget()
+        self._risk.reset()
+
+    def _forget(self) -> None:
+        self.tracker = PortfolioTracker(**self._tracker_options)
+        self._snapshot = {}
 
     def export_state(self) -> dict:
-        """Peak, day-start value and returns window (JSON-serialisable), to persist across a restart."""
+        """Peak, day-start value, returns window and positions (JSON-serialisable, finite numbers only)."""
         with self._lock:
-            return self.tracker.state.to_dict()
+            data = self.tracker.state.to_dict()
+            data["positions"] = {key: size for key, (size, _) in self._snapshot.items() if math.isfinite(size)}
+            data["notionals"] = {key: notional for key, (_, notional) in self._snapshot.items()
+                                 if notional is not None and math.isfinite(notional)}
+        return data
 
-    def restore_state(self, state: Mapping) -> None:
+    def restore_state(self, state: str | bytes | Mapping) -> None:
+        """Adopt a state from :meth:`export_state` (dict or JSON text); republishes the positions.
+
+        A returns window longer than this exporter's keeps the newest returns.
+        """
+        self._apply_state(*self._parse_state(_load_json(state, "portfolio state")))
+
+    @staticmethod
+    def _parse_state(data: dict) -> tuple[PortfolioState, dict]:
+        positions = data.pop("positions", None) or {}
+        notionals = data.pop("notionals", None) or {}
+        for field, mapping in (("positions", positions), ("notionals", notionals)):
+            if not isinstance(mapping, Mapping) or not all(
+                    isinstance(k, str) and is_finite_number(v) for k, v in mapping.items()):
+                raise ValueError(f"portfolio state: {field} must map symbols to finite numbers")
+        unknown = set(notionals) - set(positions)
+        if unknown:
+            raise ValueError(f"portfolio state: notionals for symbols not in positions: {', '.join(sorted(unknown))}")
+        snapshot = {key: (float(size), abs(float(notionals[key])) if key in notionals else None)
+                    for key, size in positions.items()}
+        return PortfolioState.from_dict(data), snapshot
+
+    def _apply_state(self, tracker_state: PortfolioState, snapshot: dict) -> None:
         with self._lock:
-            self.tracker.state = PortfolioState.from_dict(dict(state))
+            self.tracker.load(tracker_state)
+            for key, (size, notional) in snapshot.items():
+                self._positions.labels(symbol=key).set(size)
+                self._set_notional(key, notional)
+            for key in self._snapshot.keys() - snapshot.keys():
+                self._positions.remove(key)
+                self._notional.remove(key)
+            self._snapshot = snapshot
 
 
 class RiskExporter:
-    """Risk gauges set explicitly, for values computed elsewhere (e.g. the risk engine)."""
+    """Risk gauges set explicitly, for values computed elsewhere (e.g. the risk engine).
+
+    A gauge set here is owned by this source from then on: ``portfolio_exporter``
+    stops deriving it (until ``portfolio_exporter.reset()``), so the two never
+    overwrite each other.
+    """
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        self._drawdown = registry.by_attr("drawdown_pct")
-        self._daily = registry.by_attr("daily_pnl_pct")
-        self._leverage = registry.by_attr("leverage_ratio")
-        self._var = registry.by_attr("portfolio_var_95")
+        self._risk = _risk_gauges(registry)
 
     def set_drawdown(self, pct: float) -> None:
-        self._drawdown.set(pct)
+        self._risk.set_explicit("drawdown_pct", pct)
 
     def set_daily_pnl(self, pct: float) -> None:
-        self._daily.set(pct)
+        self._risk.set_explicit("daily_pnl_pct", pct)
 
     def set_leverage(self, ratio: float) -> None:
-        self._leverage.set(ratio)
+        self._risk.set_explicit("leverage_ratio", ratio)
 
     def set_var_95(self, usd: float) -> None:
         """1-day 95% VaR in USD as a positive loss."""
-        self._var.set(usd)
+        self._risk.set_explicit("portfolio_var_95", usd)
+
+
+class BoundAPICall:
+    """The series of one service, looked up once (what ``api_call(service)`` records into)."""
+
+    __slots__ = ("service", "requests", "latency", "_errors")
+
+    def __init__(self, exporter: APIExporter, service: str) -> None:
+        self.service = service
+        self.requests = exporter.requests.labels(service=service)
+        self.latency = exporter.latency.labels(service=service)
+        self._errors = exporter.errors
+
+    def error(self, error_type: str) -> None:
+        """Count one failed call of this service."""
+        self._errors.labels(service=self.service, type=error_type).inc()
 
 
 class APIExporter:
     """External API calls: every request counted, failures also by error type."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        self._requests = registry.by_attr("api_requests_total")
-        self._errors = registry.by_attr("api_errors_total")
-        self._latency = registry.by_attr("api_latency_seconds")
+        self.requests = registry.by_attr("api_requests_total")
+        self.errors = registry.by_attr("api_errors_total")
+        self.latency = registry.by_attr("api_latency_seconds")
+
+    def bind(self, service: str) -> BoundAPICall:
+        """The series of ``service``, created now (raises for a bad label)."""
+        return BoundAPICall(self, service)
 
     def record_request(self, service: str, latency_seconds: float, success: bool,
                        error_type: str | None = None) -> None:
-        requests = self._requests.labels(service=service)
-        latency = self._latency.labels(service=service)
-        _check_number(self._latency.name, latency_seconds, "latency_seconds")
+        """Count a request, its latency (seconds, >= 0) and, if it failed, its error type."""
+        _check_non_negative(self.latency.name, latency_seconds, "latency_seconds")
+        requests = self.requests.labels(service=service)
+        latency = self.latency.labels(service=service)
         errors = None
         if not success:
             # Only "not given" means unknown: a falsy wrong type ([] or 0) must still raise.
             kind = UNKNOWN_ERROR_TYPE if error_type is None or error_type == "" else error_type
-            errors = self._errors.labels(service=service, type=kind)
+            errors = self.errors.labels(service=service, type=kind)
         requests.inc()
         latency.observe(latency_seconds)
         if errors is not None:
             errors.inc()
 
 
-class AgentExporter:
-    """Agent decisions: count by action and the confidence distribution."""
+class AgentExporter(_Recorder):
+    """Agent decisions: count by action, the confidence distribution, and a heartbeat per agent."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
+        super().__init__()
         self._decisions = registry.by_attr("agent_decisions_total")
         self._confidence = registry.by_attr("agent_confidence")
+        self._last_decision = registry.by_attr("last_decision_timestamp_seconds")
+        self.last_decision_times: dict[str, float] = {}
+        self.calibration = CalibrationTracker(registry)
 
-    def record_decision(self, agent: str, action: str, confidence: float) -> None:
+    def prepare(self, agent: str) -> None:
+        """Create the agent's confidence series now (raises for a bad label)."""
+        self._confidence.labels(agent=agent)
+
+    def record_decision(self, agent: str, action: str, confidence: float) -> int | None:
+        """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``.
+
+        Returns the decision's id for :meth:`record_outcome` (see ``calibration.py``).
+        """
+        number = _check_number(self._confidence.name, confidence, "confidence")
+        if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
+            raise ValueError(f"{self._confidence.name}: confidence must be in [0, 1], got {confidence!r:.80}")
         decisions = self._decisions.labels(action=action, agent=agent)
         confidence_series = self._confidence.labels(agent=agent)
-        _check_number(self._confidence.name, confidence, "confidence")
+        heartbeat = self._last_decision.labels(agent=agent)
+        now = time.time()
         decisions.inc()
         confidence_series.observe(confidence)
+        # One dict item set: atomic, so no lock on this hot path.
+        self.last_decision_times[_label_key(agent)] = now
+        heartbeat.set(now)
+        return self.calibration.register(agent, confidence)
+
+    def record_outcome(self, decision_id, pnl: float) -> bool:
+        """Link a later trade's realised P&L to a decision: outcomes by confidence decile and the Brier score."""
+        return self.calibration.record_outcome(decision_id, pnl)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._forget()
+
+    def _forget(self) -> None:
+        self.last_decision_times = {}
+
+    def export_state(self) -> dict:
+        """Last decision time per agent (JSON-serialisable)."""
+        with self._lock:
+            return {"last_decision_times": dict(self.last_decision_times)}
+
+    def restore_state(self, state: str | bytes | Mapping) -> None:
+        self._apply_state(*self._parse_state(_load_json(state, "agent state")))
+
+    @staticmethod
+    def _parse_state(data: dict) -> tuple[dict[str, float]]:
+        _check_fields(data, {"last_decision_times"}, "agent state")
+        times = data.get("last_decision_times") or {}
+        if not isinstance(times, Mapping) or not all(isinstance(k, str) for k in times):
+            raise ValueError("agent state: last_decision_times must map agent names to times")
+        return ({agent: _timestamp(t, f"agent state: last decision time of {agent!r:.80}")
+                 for agent, t in times.items()},)
+
+    def _apply_state(self, times: dict[str, float]) -> None:
+        with self._lock:
+            for agent, t in times.items():
+                self._last_decision.labels(agent=agent).set(t)
+            self.last_decision_times = dict(times)
 
 
-class SafetyExporter:
-    """Safety events: circuit breaker trips and kill switch activations."""
+class SafetyExporter(_Recorder):
+    """Safety events and state: circuit breaker trips / open, kill switch activations / engaged."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
+        super().__init__()
         self._trips = registry.by_attr("circuit_breaker_trips")
         self._kills = registry.by_attr("kill_switch_activations")
+        self._open = registry.by_attr("circuit_breaker_open")
+        self._engaged = registry.by_attr("kill_switch_engaged")
+        self.breakers: dict[str, bool] = {}
+        self.kill_switches: dict[str, bool] = {}
 
     def record_circuit_breaker_trip(self, reason: str) -> None:
-        self._trips.labels(reason=reason).inc()
+        """Count a trip and mark the breaker open (``tinywindow_circuit_breaker_open{reason}`` 1)."""
+        trips, state = self._trips.labels(reason=reason), self._open.labels(reason=reason)
+        with self._lock:
+            trips.inc()
+            state.set(1)
+            self.breakers[_label_key(reason)] = True
+
+    def reset_circuit_breaker(self, reason: str) -> None:
+        """Mark the breaker closed again (``tinywindow_circuit_breaker_open{reason}`` 0)."""
+        state = self._open.labels(reason=reason)
+        with self._lock:
+            state.set(0)
+            self.breakers[_label_key(reason)] = False
 
     def record_kill_switch_activation(self, mode: str) -> None:
-        self._kills.labels(mode=mode).inc()
+        """Count an activation and mark the kill switch engaged (``tinywindow_kill_switch_engaged{mode}`` 1)."""
+        kills, state = self._kills.labels(mode=mode), self._engaged.labels(mode=mode)
+        with self._lock:
+            kills.inc()
+            state.set(1)
+            self.kill_switches[_label_key(mode)] = True
+
+    def release_kill_switch(self, mode: str) -> None:
+        """Mark the kill switch released (``tinywindow_kill_switch_engaged{mode}`` 0)."""
+        state = self._engaged.labels(mode=mode)
+        with self._lock:
+            state.set(0)
+            self.kill_switches[_label_key(mode)] = False
+
+    def reset(self) -> None:
+        with self._lock:
+            self._forget()
+
+    def _forget(self) -> None:
+        self.breakers, self.kill_switches = {}, {}
+
+    def export_state(self) -> dict:
+        """Which breakers are open and which kill switches engaged (JSON-serialisable)."""
+        with self._lock:
+            return {"circuit_breakers_open": dict(self.breakers), "kill_switches_engaged": dict(self.kill_switches)}
+
+    def restore_state(self, state: str | bytes | Mapping) -> None:
+        self._apply_state(*self._parse_state(_load_json(state, "safety state")))
+
+    @staticmethod
+    def _parse_state(data: dict) -> tuple[dict[str, bool], dict[str, bool]]:
+        _check_fields(data, {"circuit_breakers_open", "kill_switches_engaged"}, "safety state")
+        parsed = []
+        for field in ("circuit_breakers_open", "kill_switches_engaged"):
+            mapping = data.get(field) or {}
+            if not isinstance(mapping, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, bool) for k, v in mapping.items()):
+                raise ValueError(f"safety state: {field} must map names to true/false")
+            parsed.append(dict(mapping))
+        return parsed[0], parsed[1]
+
+    def _apply_state(self, breakers: dict[str, bool], kill_switches: dict[str, bool]) -> None:
+        with self._lock:
+            for reason, is_open in breakers.items():
+                self._open.labels(reason=reason).set(1 if is_open else 0)
+            for mode, engaged in kill_switches.items():
+                self._engaged.labels(mode=mode).set(1 if engaged else 0)
+            self.breakers, self.kill_switches = breakers, kill_switches
 
 
 trading_exporter = TradingExporter()
@@ -273,7 +700,48 @@ api_exporter = APIExporter()
 agent_exporter = AgentExporter()
 safety_exporter = SafetyExporter()
 
+_STATE_PARTS = {"trading": trading_exporter, "portfolio": portfolio_exporter,
+                "agents": agent_exporter, "safety": safety_exporter}
+
+
+def export_state() -> dict:
+    """Everything the default recorders need to survive a restart, as one JSON-serialisable dict.
+
+        Path("state.json").write_text(json.dumps(export_state()))
+        ...
+        restore_state(Path("state.json").read_text())
+
+    Only finite numbers: ``json.dumps(export_state(), allow_nan=False)`` always works.
+    """
+    state: dict = {"version": STATE_VERSION}
+    for name, recorder in _STATE_PARTS.items():
+        state[name] = recorder.export_state()
+    return state
+
+
+def restore_state(state: str | bytes | Mapping) -> None:
+    """Restore what :func:`export_state` gave (the dict or its JSON text), all or nothing.
+
+    Also accepts the portfolio-only dict of ``portfolio_exporter.export_state()``.
+    Open circuit breakers, engaged kill switches, positions, win rate and
+    heartbeats are published again at once.
+    """
+    data = _load_json(state, "state")
+    if not data.keys() & {"version", *_STATE_PARTS}:  # a portfolio_exporter.export_state() dict
+        data = {"portfolio": data}
+    _check_fields(data, {"version", *_STATE_PARTS}, "state")
+    version = data.get("version", STATE_VERSION)
+    if version != STATE_VERSION:
+        raise ValueError(f"state: version {version!r:.20} is not supported (expected {STATE_VERSION})")
+    # Parse every part before applying any: a bad part leaves everything as it was.
+    parsed = {name: recorder._parse_state(_load_json(data[name], f"{name} state"))
+              for name, recorder in _STATE_PARTS.items() if data.get(name) is not None}
+    for name, values in parsed.items():
+        _STATE_PARTS[name]._apply_state(*values)
+
+
 __all__ = [
-    "APIExporter", "AgentExporter", "PortfolioExporter", "RiskExporter", "SafetyExporter", "TradingExporter",
-    "agent_exporter", "api_exporter", "portfolio_exporter", "risk_exporter", "safety_exporter", "trading_exporter",
+    "APIExporter", "AgentExporter", "BoundAPICall", "PortfolioExporter", "RiskExporter", "SafetyExporter",
+    "TRADE_STATUSES", "TradingExporter", "agent_exporter", "api_exporter", "check_trade", "export_state",
+    "portfolio_exporter", "restore_state", "risk_exporter", "safety_exporter", "trading_exporter",
 ]

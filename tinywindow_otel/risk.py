@@ -145,9 +145,8 @@ class PortfolioState:
             raise ValueError(f"portfolio state: unknown field(s) {', '.join(sorted(unknown))}")
         for name in ("peak", "day_start_value", "last_sample_value", "last_sample_time"):
             value = data.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
-                raise ValueError(f"portfolio state: {name} must be a finite number or null, got {value!r}")
+            if value is not None and not is_finite_number(value):
+                raise ValueError(f"portfolio state: {name} must be a finite number or null, got {value!r:.80}")
         day = data.get("day")
         if day is not None:
             try:
@@ -155,10 +154,21 @@ class PortfolioState:
             except (TypeError, ValueError):
                 raise ValueError(f"portfolio state: day must be an ISO date string or None, got {day!r}") from None
         returns = data.get("returns") or []
-        if not isinstance(returns, list) or not all(
-                isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) for r in returns):
+        if not isinstance(returns, list) or not all(is_finite_number(r) for r in returns):
             raise ValueError("portfolio state: returns must be a list of finite numbers")
-        return cls(**{**data, "returns": [float(r) for r in returns]})
+        floats = {name: float(data[name]) for name in ("peak", "day_start_value", "last_sample_value",
+                                                       "last_sample_time") if data.get(name) is not None}
+        return cls(**{**data, **floats, "returns": [float(r) for r in returns]})
+
+
+def is_finite_number(value: object) -> bool:
+    """A real number (not a bool) that is finite as a float; huge ints are not (they overflow)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def utc_day(now: datetime | None = None) -> date:
@@ -178,9 +188,15 @@ class PortfolioTracker:
             raise ValueError(f"returns window must hold at least 2 returns, got {window!r}")
         if not return_interval_s > 0:
             raise ValueError(f"return interval must be > 0 seconds, got {return_interval_s!r}")
-        self.state = state or PortfolioState()
         self.window = window
         self.return_interval_s = return_interval_s
+        self.load(state or PortfolioState())
+
+    def load(self, state: PortfolioState) -> None:
+        """Adopt ``state`` (e.g. restored after a restart), keeping only the newest ``window`` returns."""
+        if len(state.returns) > self.window:
+            state.returns = state.returns[-self.window:]
+        self.state = state
 
     def sample_return(self, value: float, now: datetime | None = None) -> float | None:
         """Append the return since the last sample if ``return_interval_s`` has passed; return it.
@@ -199,6 +215,11 @@ class PortfolioTracker:
         if t - state.last_sample_time < self.return_interval_s:
             return None
         ret = value / state.last_sample_value - 1.0
+        if not math.isfinite(ret):
+            # An overflowing ratio (a tiny value, then a huge one) is no return: start a new chain,
+            # so the window (and the persisted state) holds finite numbers only.
+            state.last_sample_value, state.last_sample_time = value, t
+            return None
         state.returns.append(ret)
         if len(state.returns) > self.window:
             del state.returns[: len(state.returns) - self.window]

@@ -66,6 +66,9 @@ class TLSConfig:
             if self.client_ca_file:
                 context.load_verify_locations(cafile=self.client_ca_file)
                 context.verify_mode = ssl.CERT_REQUIRED
+                # Python 3.13's default on every Python: a client PKI accepted
+                # today must not be refused after an interpreter upgrade.
+                context.verify_flags |= ssl.VERIFY_X509_STRICT
         except (OSError, ssl.SSLError) as exc:
             raise SecurityConfigError(
                 f"cannot load TLS files (cert={self.certfile}, key={self.keyfile}, "

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from prometheus_client.utils import floatToGoString
 
+from helpers import require_tool
 from tinywindow_otel.catalog import ALL_METRICS, CATALOG, Kind, MetricSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +35,19 @@ SEED_ALERTS = {
     "HighAPILatency": ("warning", ">", 5.0),
 }
 ENDPOINT_ALERTS = ("MetricsEndpointDown", "MetricsEndpointAbsent")
+# Beyond the seed: the pipeline watching itself, and trading health.
+OPERATIONS_ALERTS = {
+    "Watchdog": "none",
+    "TradingStalled": "warning",
+    "HighTradeRejectionRate": "warning",
+    "TelemetryMeasurementsDropped": "warning",
+    "MetricCardinalityOverflow": "warning",
+    "AlertmanagerNotificationsFailing": "critical",
+    "CollectorExportFailing": "warning",
+}
+# Seed alerts on events: their value is a count or a state, not a level worth printing.
+EVENT_ALERTS = ("CircuitBreakerTripped", "KillSwitchActivated", "LargePositionSize")
+RUNBOOK_DEFAULT_BASE = "https://github.com/tinywindow/tinywindow-otel/blob/main/docs/runbooks.md"
 
 # The seed's dashboard panels: uid -> [(title, allowed Grafana panel types)].
 SEED_PANELS = {
@@ -55,7 +70,25 @@ SEED_PANELS = {
 
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}
+# Series the rules read that the SDK does not declare: name -> labels beyond job/instance.
+EXTERNAL_METRICS = {
+    "up": set(),
+    "process_start_time_seconds": set(),
+    "alertmanager_notifications_failed_total": {"integration"},
+    "otelcol_exporter_send_failed_metric_points": {"exporter"},
+    "otelcol_exporter_send_failed_metric_points_total": {"exporter"},
+}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def run_tool(name: str, *args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run promtool, amtool (or another monitoring binary) by name, as found on PATH.
+
+    Every monitoring test calls the binaries through here (or through
+    ``require_tool``), so a fixture that puts another toolchain first on PATH
+    runs the same test against it.
+    """
+    return subprocess.run([require_tool(name), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def load_rules() -> list[dict]:
@@ -85,10 +118,12 @@ def le_value(bound: float) -> str:
 class Reference:
     sample: str            # as written in PromQL, e.g. tinywindow_api_latency_seconds_bucket
     spec: MetricSpec | None
-    matchers: dict[str, str]
+    matchers: dict[str, tuple[str, str]]   # label -> (operator, value as written)
 
 
-_SELECTOR = re.compile(r"\b((?:tinywindow_|up\b)[A-Za-z0-9_]*)\s*(\{[^}]*\})?")
+_SELECTOR = re.compile(r"(?<![:\w])((?:tinywindow_|up\b|process_start_time_seconds\b|alertmanager_|otelcol_)[A-Za-z0-9_]*)"
+                       r"\s*(\{[^}]*\})?")
+_NAME_REGEX = re.compile(r'\{__name__=~"([^"]*)"')
 _MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 
@@ -108,9 +143,30 @@ def references(expr: str) -> list[Reference]:
     refs = []
     for match in _SELECTOR.finditer(expr):
         sample = match.group(1)
-        matchers = {name: value for name, _, value in _MATCHER.findall(match.group(2) or "")}
-        refs.append(Reference(sample, None if sample == "up" else spec_for_sample(sample), matchers))
+        matchers = {name: (op, value) for name, op, value in _MATCHER.findall(match.group(2) or "")}
+        refs.append(Reference(sample, None if sample in EXTERNAL_METRICS else spec_for_sample(sample), matchers))
+    for pattern in _NAME_REGEX.findall(expr):
+        names = [name for name in EXTERNAL_METRICS if re.fullmatch(promql_unescape(pattern), name)]
+        refs += [Reference(name, None, {}) for name in names]
     return refs
+
+
+def promql_unescape(text: str) -> str:
+    """A PromQL double-quoted string's content as the regex engine sees it."""
+    return text.encode().decode("unicode_escape")
+
+
+def le_regex_bounds(pattern: str, bounds: tuple[float, ...]) -> set[float]:
+    """The bucket boundaries an ``le=~`` regex selects, each in any of its spellings."""
+    regex = re.compile(promql_unescape(pattern))
+    return {b for b in bounds for spelling in le_spellings(b) if regex.fullmatch(spelling)}
+
+
+def le_spellings(bound: float) -> set[str]:
+    """How scrapes, Prometheus 3 normalisation and OTLP/remote-write spell a boundary."""
+    candidates = {le_value(bound), repr(float(bound)), f"{bound:g}", f"{bound:.0e}",
+                  format(bound, "f").rstrip("0").rstrip(".")}
+    return {text for text in candidates if float(text) == bound}
 
 
 def grouping_labels(expr: str) -> set[str]:
@@ -118,8 +174,8 @@ def grouping_labels(expr: str) -> set[str]:
 
 
 def allowed_labels(ref: Reference) -> set[str]:
-    if ref.sample == "up":
-        return set(TARGET_LABELS)
+    if ref.sample in EXTERNAL_METRICS:
+        return TARGET_LABELS | EXTERNAL_METRICS[ref.sample]
     assert ref.spec is not None
     labels = set(ref.spec.labels) | TARGET_LABELS
     if ref.sample.endswith("_bucket"):
@@ -135,15 +191,20 @@ def check_expression(expr: str, extra_labels: set[str] = frozenset()) -> list[st
         problems.append(f"no metric referenced in {expr!r}")
     usable: set[str] = set()
     for ref in refs:
-        if ref.sample != "up" and ref.spec is None:
+        if ref.sample not in EXTERNAL_METRICS and ref.spec is None:
             problems.append(f"{ref.sample} is not in the catalog")
             continue
         allowed = allowed_labels(ref)
         usable |= allowed
-        for name, value in ref.matchers.items():
+        for name, (op, value) in ref.matchers.items():
             if name not in allowed:
                 problems.append(f"{ref.sample} has no label {name!r}")
-            if name == "le" and value != "+Inf" and value not in {le_value(b) for b in ref.spec.buckets}:
+            if name != "le" or value == "+Inf":
+                continue
+            if op == "=~":
+                if len(le_regex_bounds(value, ref.spec.buckets)) != 1:
+                    problems.append(f"{ref.sample}{{le=~{value!r}}} does not select exactly one catalog bucket")
+            elif value not in {text for b in ref.spec.buckets for text in le_spellings(b)}:
                 problems.append(f"{ref.sample}{{le={value!r}}} is not a catalog bucket boundary")
     for label in grouping_labels(expr) | set(extra_labels):
         if label not in usable:

@@ -9,28 +9,28 @@ import subprocess
 import pytest
 import yaml
 
-from helpers import require_tool
 from monitoring.assets import (
-    ENDPOINT_ALERTS, ROOT, RULE_TESTS, RULES, RUNBOOKS, SEED_ALERTS, alerts_by_name, check_expression,
-    le_value, references,
+    ENDPOINT_ALERTS, EVENT_ALERTS, OPERATIONS_ALERTS, ROOT, RULE_TESTS, RULES, RUNBOOK_DEFAULT_BASE, RUNBOOKS,
+    SEED_ALERTS, alerts_by_name, check_expression, le_regex_bounds, le_spellings, load_rules, references, run_tool,
 )
 from tinywindow_otel.catalog import BY_NAME
 
 # Every test here runs on Debian's Prometheus 2.42/Alertmanager 0.25 and on Prometheus 3.x/Alertmanager 0.35.
 pytestmark = pytest.mark.usefixtures("toolchain")
 
-RUNBOOK_BASE = "https://github.com/tinywindow/tinywindow-otel/blob/main/docs/runbooks.md#"
 COMPARISON_AT_END = re.compile(r"\)?\s*(<|>)\s*(-?[0-9.]+)\s*$")
+RUNBOOK_URL = re.compile(r"^\{\{ with \$externalLabels\.runbook_base \}\}\{\{ \. \}\}\{\{ else \}\}"
+                         + re.escape(RUNBOOK_DEFAULT_BASE) + r"\{\{ end \}\}#([a-z0-9-]+)$")
 
 
 def promtool(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([require_tool("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return run_tool("promtool", *args, cwd=cwd)
 
 
 def test_promtool_check_rules_passes():
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alerts_by_name())} rules found" in result.stdout
+    assert f"SUCCESS: {len(load_rules())} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass():
@@ -43,20 +43,67 @@ def test_every_alert_has_a_promtool_test_that_expects_it_firing():
     fired = {case["alertname"] for test in tests for case in test["alert_rule_test"] if case.get("exp_alerts")}
     silent = {case["alertname"] for test in tests for case in test["alert_rule_test"] if not case.get("exp_alerts")}
     assert fired == set(alerts_by_name())
-    assert silent == set(alerts_by_name())  # and each is also proven silent somewhere
+    assert silent == set(alerts_by_name()) - {"Watchdog"}  # and each is also proven silent somewhere
 
 
+FAULT_CLASSES = {
+    "failed scrape": ("stale", "failed scrape"),
+    "Prometheus outage": ("_x24", "outage"),
+    "restart and re-trip": ("process_start_time_seconds", "restart"),
+    "two instances": ("app:8001", "per instance"),
+    "le spelled three ways": ('le="1e+04"', "le spelling"),
+    "oscillation at the limit": ("-10.5 -9.9 -10.5", "oscillating"),
+    "vanishing series": ("stale", "vanishes"),
+    "exactly at the threshold": ("-10 -10", "exactly"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULT_CLASSES))
+def test_promtool_tests_cover_each_fault_class(fault):
+    in_series, in_name = FAULT_CLASSES[fault]
+    text = RULE_TESTS.read_text()
+    assert in_series in text
+    assert any(in_name in test["name"] for test in yaml.safe_load(text)["tests"]), fault
+
+
+LE_REGEX = 'le=~"10000|10000\\\\.0|1e\\\\+04"'
 # Weakening a rule must make the promtool tests fail: they test what they claim.
 MUTATIONS = {
+    "a gauge read as an instant vector resolves on a failed scrape": (
+        "max_over_time(tinywindow_drawdown_pct[45s]) > 15", "tinywindow_drawdown_pct > 15"),
+    "a window as long as for: lets a loss hovering at the limit drop out": (
+        "min_over_time(tinywindow_daily_pnl_pct[45s]) < -10", "tinywindow_daily_pnl_pct < -10"),
+    "keep_firing_for dropped": ("max_over_time(tinywindow_drawdown_pct[45s]) > 15\n        for: 1m\n        keep_firing_for: 1m",
+                                "max_over_time(tinywindow_drawdown_pct[45s]) > 15\n        for: 1m"),
+    "the offset test for a new series pages after a failed scrape and an outage": (
+        "tinywindow_circuit_breaker_trips_total > 0\n            and (count_over_time(tinywindow_circuit_breaker_trips_total[2m])"
+        " < on (job, instance) group_left sum_over_time(up[2m]))",
+        "(tinywindow_circuit_breaker_trips_total unless tinywindow_circuit_breaker_trips_total offset 5m) > 0"),
     "increase() alone misses a brand-new counter series": (
-        "          or\n          (tinywindow_circuit_breaker_trips_total unless "
-        "tinywindow_circuit_breaker_trips_total offset 5m) > 0\n", ""),
+        "tinywindow_kill_switch_activations_total > 0\n            and (count_over_time(tinywindow_kill_switch_activations_total[2m])"
+        " < on (job, instance) group_left sum_over_time(up[2m]))",
+        "tinywindow_kill_switch_activations_total < 0"),
+    "a re-trip right after a restart is missed without the process start": (
+        "tinywindow_circuit_breaker_trips_total > 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)",
+        "tinywindow_circuit_breaker_trips_total < 0"),
+    "the event alert resolves while the breaker is still open": (
+        "last_over_time(tinywindow_circuit_breaker_open[1m]) > 0", "tinywindow_circuit_breaker_open < 0"),
+    "one le spelling only": (LE_REGEX, 'le="10000.0"'),
+    "position notional ignored": ("last_over_time(tinywindow_position_notional_usd[1m]) > 10000",
+                                  "tinywindow_position_notional_usd < 0"),
+    "a position of exactly $10K counted as large": ("tinywindow_position_notional_usd[1m]) > 10000",
+                                                     "tinywindow_position_notional_usd[1m]) >= 10000"),
+    "HighLeverage resolves when the gauge vanishes": (
+        "(last_over_time(tinywindow_leverage_ratio[1h]) unless tinywindow_leverage_ratio) > 15",
+        "(last_over_time(tinywindow_leverage_ratio[1h]) unless tinywindow_leverage_ratio) < 0"),
+    "TradingStalled ignores the halt": ("last_over_time(tinywindow_circuit_breaker_open[1m]) == 1",
+                                        "last_over_time(tinywindow_circuit_breaker_open[1m]) == 7"),
     "unguarded denominator alerts on a service with no requests": (
         "(sum by (job, instance, service) (rate(tinywindow_api_requests_total[5m])) > 0)",
         "sum by (job, instance, service) (rate(tinywindow_api_requests_total[5m]))"),
-    "p95 threshold moved": (") > 5\n", ") > 10\n"),
-    "a trade of exactly $10K counted as large": ('le="10000.0"', 'le="5000.0"'),
-    "for: of a loss limit dropped": ("tinywindow_daily_pnl_pct < -10\n        for: 1m", "tinywindow_daily_pnl_pct < -10\n        for: 0m"),
+    "p95 threshold moved": ("          ) > 5\n", "          ) > 7.6\n"),
+    "for: of a loss limit dropped": ("min_over_time(tinywindow_daily_pnl_pct[45s]) < -10\n        for: 1m",
+                                     "min_over_time(tinywindow_daily_pnl_pct[45s]) < -10\n        for: 0m"),
 }
 
 
@@ -68,13 +115,15 @@ def test_promtool_tests_catch_a_weakened_rule(mutation, tmp_path):
     (tmp_path / "tests").mkdir()
     (tmp_path / RULES.name).write_text(source.replace(old, new))
     shutil.copy(RULE_TESTS, tmp_path / "tests" / RULE_TESTS.name)
+    check = promtool("check", "rules", str(tmp_path / RULES.name))
+    assert check.returncode == 0, f"{mutation}: the mutated rules do not load: {check.stdout}{check.stderr}"
     result = promtool("test", "rules", str(tmp_path / "tests" / RULE_TESTS.name))
     assert result.returncode != 0, f"promtool tests still pass with: {mutation}"
 
 
 def test_seed_alerts_names_severities_and_thresholds():
     alerts = alerts_by_name()
-    assert set(alerts) == set(SEED_ALERTS) | set(ENDPOINT_ALERTS)
+    assert set(alerts) == set(SEED_ALERTS) | set(ENDPOINT_ALERTS) | set(OPERATIONS_ALERTS)
     for name, (severity, op, threshold) in SEED_ALERTS.items():
         rule = alerts[name]
         assert rule["labels"] == {"severity": severity}, name
@@ -83,12 +132,24 @@ def test_seed_alerts_names_severities_and_thresholds():
         assert (match.group(1), float(match.group(2))) == (op, threshold), name
     for name in ENDPOINT_ALERTS:
         assert alerts[name]["labels"] == {"severity": "critical"}
+    for name, severity in OPERATIONS_ALERTS.items():
+        assert alerts[name]["labels"] == {"severity": severity}, name
 
 
-def test_large_position_threshold_is_the_10k_catalog_bucket():
+def test_large_position_threshold_is_the_10k_catalog_bucket_in_every_spelling():
     spec = BY_NAME["tinywindow_trade_amount_usd"]
     assert 10000.0 in spec.buckets
-    assert f'le="{le_value(10000.0)}"' in alerts_by_name()["LargePositionSize"]["expr"]
+    expr = alerts_by_name()["LargePositionSize"]["expr"]
+    patterns = set(re.findall(r'le=~"([^"]*)"', expr))
+    assert len(patterns) == 1 and expr.count("le=~") == 3, expr
+    (pattern,) = patterns
+    assert le_regex_bounds(pattern, spec.buckets) == {10000.0}
+    regex = re.compile(pattern.encode().decode("unicode_escape"))
+    for spelling in ("10000", "10000.0", "1e+04") + tuple(le_spellings(10000.0)):
+        assert regex.fullmatch(spelling), spelling
+    for other in ("1000", "100000", "10000.5", "1e+05"):
+        assert not regex.fullmatch(other), other
+    assert "> 10000" in expr  # the position branch: notional above $10K
 
 
 def test_latency_threshold_is_a_catalog_bucket():
@@ -101,9 +162,9 @@ def test_every_alert_has_explicit_for_and_annotations():
         annotations = rule["annotations"]
         assert set(annotations) == {"summary", "description", "runbook_url"}, name
         assert "{{" not in annotations["summary"], f"{name}: summary should be static"
-        if name != "MetricsEndpointAbsent":  # absent() has neither a useful value nor labels
+        if name not in ("MetricsEndpointAbsent", "Watchdog"):  # absent() and vector(1) carry no labels
             assert "$labels." in annotations["description"], name
-        if name in SEED_ALERTS:
+        if name in SEED_ALERTS and name not in EVENT_ALERTS:
             assert "$value" in annotations["description"], name
 
 
@@ -111,18 +172,27 @@ def github_anchor(heading: str) -> str:
     return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_runbook_urls_point_at_one_section_per_alert():
+def test_runbook_urls_point_at_one_section_per_alert_under_a_configurable_base():
     anchors = {github_anchor(line[3:]) for line in RUNBOOKS.read_text().splitlines() if line.startswith("## ")}
     alerts = alerts_by_name()
     linked = set()
     for name, rule in alerts.items():
         url = rule["annotations"]["runbook_url"]
-        assert url.startswith(RUNBOOK_BASE), url
-        anchor = url[len(RUNBOOK_BASE):]
+        match = RUNBOOK_URL.match(url)
+        assert match, f"{name}: runbook_url must be <runbook_base external label or default>#anchor: {url}"
+        anchor = match.group(1)
         assert anchor == github_anchor(name)
         assert anchor in anchors, f"docs/runbooks.md has no section for {name}"
         linked.add(anchor)
     assert anchors == linked, "a runbook section without an alert"
+
+
+def test_runbooks_have_meaning_impact_diagnosis_mitigation():
+    text = RUNBOOKS.read_text()
+    for name in alerts_by_name():
+        section = text.split(f"## {name}\n", 1)[1].split("\n## ", 1)[0]
+        for part in ("Meaning", "Impact", "Diagnosis", "Mitigation"):
+            assert f"**{part}**" in section, f"{name}: runbook section has no {part}"
 
 
 def test_runbooks_state_each_alerts_for_duration():
@@ -134,6 +204,9 @@ def test_runbooks_state_each_alerts_for_duration():
 
 def test_alert_expressions_use_catalog_names_labels_and_buckets():
     for name, rule in alerts_by_name().items():
+        if name == "Watchdog":
+            assert rule["expr"] == "vector(1)"
+            continue
         labels_in_text = set(re.findall(r"\$labels\.([a-zA-Z_]+)", rule["annotations"]["description"]))
         problems = check_expression(rule["expr"], labels_in_text)
         assert not problems, f"{name}: {problems}"

@@ -1,15 +1,41 @@
-"""The ``tinywindow-otel`` command: ``demo``, ``stack``, ``hash-password`` and ``docs``."""
+"""The ``tinywindow-otel`` command line: demo, stack, assets, hash-password, docs."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
 import sys
 import threading
 
+from .. import __version__
 from ..server import DEFAULT_HOST, DEFAULT_PORT, MetricsServer
+
+DESCRIPTION = """\
+TinyWindow trading metrics on OpenTelemetry, with the monitoring assets to use them.
+
+commands:
+  demo           simulate a trading workload and serve its /metrics
+  stack          the demo plus a local Prometheus and Alertmanager: watch alerts fire
+  assets export  write the alert rules, dashboards and configs to a folder
+  hash-password  hash a password for basic auth on /metrics
+  docs           print the metrics reference
+"""
+
+EPILOG = """\
+examples:
+  tinywindow-otel demo                           # http://127.0.0.1:8000/metrics
+  tinywindow-otel stack --fast-alerts            # needs prometheus and alertmanager installed
+  tinywindow-otel assets export ./monitoring     # ready-to-mount folder with a README
+
+Run `tinywindow-otel COMMAND --help` for a command's options.
+"""
+
+
+class UsageError(Exception):
+    """Options that do not fit together: reported like argparse's own errors (exit status 2)."""
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -35,7 +61,7 @@ def _tls(args: argparse.Namespace):
 
     if not args.tls_cert:
         if args.tls_key or args.tls_client_ca:
-            raise SystemExit("tinywindow-otel demo: --tls-key/--tls-client-ca need --tls-cert")
+            raise UsageError("--tls-key and --tls-client-ca need --tls-cert")
         return None
     return TLSConfig(args.tls_cert, args.tls_key, args.tls_client_ca)
 
@@ -47,7 +73,7 @@ def _auth(args: argparse.Namespace):
         return None
     stored = read_hash_file(args.basic_auth_hash_file) if args.basic_auth_hash_file else os.environ.get(ENV_AUTH_HASH)
     if not stored:
-        raise SystemExit(f"tinywindow-otel demo: --basic-auth-user needs --basic-auth-hash-file or {ENV_AUTH_HASH}")
+        raise UsageError(f"--basic-auth-user needs --basic-auth-hash-file or {ENV_AUTH_HASH}")
     return BasicAuth(args.basic_auth_user, stored)
 
 
@@ -58,8 +84,7 @@ def _hash_password(args: argparse.Namespace) -> int:
 
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
     if not password:
-        print("tinywindow-otel hash-password: empty password", file=sys.stderr)
-        return 2
+        raise UsageError("empty password")
     print(hash_password(password, iterations=args.iterations))
     return 0
 
@@ -70,15 +95,26 @@ def _stack(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    try:
-        return stack.run(host=args.host, port=args.port, prometheus_port=args.prometheus_port,
-                         alertmanager_port=args.alertmanager_port, interval=args.interval,
-                         fast_alerts=args.fast_alerts, assets=args.assets, rate=args.rate, seed=args.seed,
-                         stop=stop, out=lambda line: print(line, flush=True),
-                         collector=args.collector, otelcol=args.otelcol)
-    except stack.StackError as exc:
-        print(f"tinywindow-otel stack: {exc}", file=sys.stderr)
-        return 1
+    return stack.run(host=args.host, port=args.port, prometheus_port=args.prometheus_port,
+                     alertmanager_port=args.alertmanager_port, interval=args.interval,
+                     fast_alerts=args.fast_alerts, assets=args.assets, rate=args.rate, seed=args.seed,
+                     stop=stop, out=lambda line: print(line, flush=True),
+                     collector=args.collector, otelcol=args.otelcol)
+
+
+def _assets_export(args: argparse.Namespace) -> int:
+    from . import assets
+
+    written = assets.export(args.directory, force=args.force, version=__version__)
+    print(f"tinywindow-otel assets: wrote {len(written)} files to {args.directory} (see its README.md)")
+    return 0
+
+
+def _assets_path(args: argparse.Namespace) -> int:
+    from . import assets
+
+    print(assets.path())
+    return 0
 
 
 def _docs(args: argparse.Namespace) -> int:
@@ -89,35 +125,42 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinywindow-otel", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="tinywindow-otel", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="run a simulated trading workload serving /metrics")
-    demo.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    demo = commands.add_parser("demo", help="simulate a trading workload and serve its /metrics",
+                               description="Simulate a trading workload (trades, API calls, agent decisions, "
+                                           "risk values) and serve every metric on /metrics until Ctrl-C.")
+    demo.add_argument("--host", default=DEFAULT_HOST,
+                      help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 for all interfaces)")
     demo.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0 = any free port)")
     demo.add_argument("--rate", type=float, default=5.0, help="simulation ticks per second (default 5)")
     demo.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
-    demo.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (env TINYWINDOW_OTEL_TLS_CERT_FILE)")
-    demo.add_argument("--tls-key", help="PEM private key for --tls-cert (if not in the cert file)")
-    demo.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
-    demo.add_argument("--basic-auth-user", help="require HTTP basic auth on /metrics with this username")
-    demo.add_argument("--basic-auth-hash-file",
-                      help="file holding the password hash (see hash-password; "
-                           "else env TINYWINDOW_OTEL_BASIC_AUTH_PASSWORD_HASH)")
+    demo.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (or env TINYWINDOW_OTEL_TLS_CERT_FILE)")
+    demo.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert, if not in the certificate file")
+    demo.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
+    demo.add_argument("--basic-auth-user", metavar="NAME", help="require HTTP basic auth on /metrics with this username")
+    demo.add_argument("--basic-auth-hash-file", metavar="FILE",
+                      help="file holding the password hash from `tinywindow-otel hash-password` "
+                           "(or env TINYWINDOW_OTEL_BASIC_AUTH_PASSWORD_HASH)")
     demo.set_defaults(func=_demo)
 
-    hashing = commands.add_parser("hash-password", help="read a password from stdin, print its hash for basic auth")
-    hashing.add_argument("--iterations", type=int, default=200_000, help="PBKDF2 iterations (default 200000)")
-    hashing.set_defaults(func=_hash_password)
-
-    stack = commands.add_parser("stack", help="run the demo with a local Prometheus and Alertmanager (no docker)")
+    stack = commands.add_parser("stack", help="the demo plus a local Prometheus and Alertmanager: watch alerts fire",
+                                description="Run the demo with a local Prometheus and Alertmanager (no docker), "
+                                            "using the packaged alert rules; every Alertmanager notification is "
+                                            "printed here. Needs the prometheus and alertmanager programs "
+                                            "(Debian: apt-get install prometheus prometheus-alertmanager).")
     stack.add_argument("--host", default=DEFAULT_HOST, help=f"loopback address for all three (default {DEFAULT_HOST})")
-    stack.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"demo /metrics port (default {DEFAULT_PORT}; 0 = free)")
-    stack.add_argument("--prometheus-port", type=int, default=9090, help="default 9090; 0 = free")
-    stack.add_argument("--alertmanager-port", type=int, default=9093, help="default 9093; 0 = free")
+    stack.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"demo /metrics port (default {DEFAULT_PORT}; 0 = any free port)")
+    stack.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (default 9090; 0 = any free port)")
+    stack.add_argument("--alertmanager-port", type=int, default=9093, help="Alertmanager port (default 9093; 0 = any free port)")
     stack.add_argument("--interval", default="5s", help="scrape and rule evaluation interval (default 5s)")
-    stack.add_argument("--fast-alerts", action="store_true", help="shorten every non-zero alert `for:` to 10s")
-    stack.add_argument("--assets", default=None, help="directory holding alerts/ (default: cwd or the checkout)")
+    stack.add_argument("--fast-alerts", action="store_true", help="shorten every alert's waiting time (`for:`) to 10s")
+    stack.add_argument("--assets", metavar="DIR", default=None,
+                       help="folder with alerts/ to use instead of the packaged one "
+                            "(e.g. one written by `assets export`)")
     stack.add_argument("--rate", type=float, default=5.0, help="simulation ticks per second (default 5)")
     stack.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
     stack.add_argument("--collector", action="store_true",
@@ -127,12 +170,77 @@ def build_parser() -> argparse.ArgumentParser:
                        help="collector binary for --collector (default: otelcol-tinywindow or otelcol-contrib on PATH)")
     stack.set_defaults(func=_stack)
 
-    docs = commands.add_parser("docs", help="print docs/metrics.md, generated from the catalog")
+    assets = commands.add_parser("assets", help="the alert rules, dashboards and configs that ship with the package",
+                                 description="The monitoring assets: Prometheus alert rules and their tests, "
+                                             "Alertmanager and Prometheus configuration, Grafana dashboards and "
+                                             "provisioning, the OpenTelemetry Collector configuration, runbooks.")
+    assets_commands = assets.add_subparsers(dest="assets_command", required=True, metavar="ACTION")
+    export = assets_commands.add_parser("export", help="write them to a folder, ready to mount, with a README",
+                                        description="Write every asset to DIRECTORY (created if needed), "
+                                                    "laid out as the containers expect, with a README.md "
+                                                    "saying what to mount where.")
+    export.add_argument("directory", metavar="DIRECTORY", help="where to write (must be empty or new)")
+    export.add_argument("--force", action="store_true", help="write into a non-empty folder, overwriting asset files")
+    export.set_defaults(func=_assets_export)
+    where = assets_commands.add_parser("path", help="print the folder the installed assets are read from")
+    where.set_defaults(func=_assets_path)
+
+    hashing = commands.add_parser("hash-password", help="hash a password for basic auth on /metrics",
+                                  description="Read a password (prompted, or the first line of stdin) and print "
+                                              "its PBKDF2 hash, for --basic-auth-hash-file.")
+    hashing.add_argument("--iterations", type=int, default=200_000, help="PBKDF2 iterations (default 200000)")
+    hashing.set_defaults(func=_hash_password)
+
+    docs = commands.add_parser("docs", help="print the metrics reference (Markdown)",
+                               description="Print the metrics reference (docs/metrics.md), generated from the catalog.")
     docs.set_defaults(func=_docs)
     return parser
 
 
+def _hint(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """What to do about a failure the user can fix, or None."""
+    from ..config import MissingExtraError
+
+    if isinstance(exc, MissingExtraError):
+        return "install the OTLP exporter: pip install 'tinywindow-otel[otlp]' (or unset OTEL_METRICS_EXPORTER)"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return "another program uses that port: choose one with --port (0 = any free port)"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
+        return "check --host and --port (ports below 1024 need privileges)"
+    if isinstance(exc, FileExistsError):
+        return "choose a new folder, or pass --force"
+    if args.command == "stack" and "address already in use" in str(exc):
+        return "another program uses that port: choose --prometheus-port/--alertmanager-port (0 = any free port)"
+    return None
+
+
+def _report(parser: argparse.ArgumentParser, args: argparse.Namespace, exc: BaseException, status: int) -> int:
+    command = " ".join(filter(None, [parser.prog, args.command, getattr(args, "assets_command", None)]))
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:  # without the "[Errno 98]" prefix
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    message = text.splitlines()[0] if text else type(exc).__name__
+    print(f"{command}: error: {message}", file=sys.stderr)
+    hint = _hint(exc, args)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for usage errors, 1 for failures)."""
+    from ..config import ConfigurationError
+    from ..security import SecurityConfigError
+    from .assets import AssetsNotFound
+    from .stack import StackError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ConfigurationError, SecurityConfigError, FileExistsError) as exc:
+        # Bad options, settings (OTEL_* variables) or destinations: the user's to fix.
+        return _report(parser, args, exc, 2)
+    except (StackError, AssetsNotFound, OSError) as exc:
+        return _report(parser, args, exc, 1)

@@ -5,7 +5,7 @@
     tinywindow-otel stack --collector     # the demo pushes OTLP to a collector, which remote-writes
 
 Runs the installed ``prometheus`` and ``prometheus-alertmanager`` (or
-``alertmanager``) binaries on loopback with the repository's
+``alertmanager``) binaries on loopback with the packaged
 ``alerts/tinywindow.rules.yml`` and ``alerts/alertmanager.yml``, each in a
 temporary directory. Alertmanager's webhook receivers are pointed at a small
 local sink that prints every notification, so a page shows up in the terminal.
@@ -66,14 +66,23 @@ class StackError(RuntimeError):
 
 
 def find_assets(start: str | Path | None = None) -> Path:
-    """The directory holding ``alerts/`` and ``prometheus/``: ``start``, the cwd, or the source checkout."""
-    candidates = [Path(start)] if start is not None else [Path.cwd(), Path(__file__).resolve().parents[2]]
+    """The directory holding ``alerts/``: ``start``, else the cwd, else the packaged assets."""
+    from . import assets
+
+    if start is not None:
+        candidates = [Path(start)]
+    else:
+        candidates = [Path.cwd()]
+        try:
+            candidates.append(assets.path())
+        except assets.AssetsNotFound:
+            pass
     for candidate in candidates:
         if (candidate / RULES_FILE).is_file() and (candidate / ALERTMANAGER_FILE).is_file():
             return candidate.resolve()
     looked = ", ".join(str(c) for c in candidates)
     raise StackError(f"cannot find {RULES_FILE} and {ALERTMANAGER_FILE} under {looked}; "
-                     "run from the tinywindow-otel checkout or pass --assets DIR")
+                     "pass --assets DIR (a folder written by `tinywindow-otel assets export`)")
 
 
 def find_binary(names: tuple[str, ...]) -> str:
@@ -166,7 +175,7 @@ class WebhookSink:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        host, port = self._httpd.socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
     def start(self) -> WebhookSink:

@@ -1,4 +1,4 @@
-"""The seed document's three snippets run with only the import path changed."""
+"""The interface's three usage snippets (tests/data) run with only the import path changed."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 
 from helpers import free_port, sample_value, scrape
 from tinywindow_otel.metrics import REGISTRY
-from test_catalog import SEED
+from test_catalog import INTERFACE
 
 
-def seed_snippets() -> list[str]:
-    blocks = re.findall(r"```python\n(.*?)```", SEED.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 3, "the seed has three Python snippets"
+def interface_snippets() -> list[str]:
+    blocks = re.findall(r"```python\n(.*?)```", INTERFACE.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 3, "the interface has three Python snippets"
     return [
         block.replace("from tinywindow.monitoring.exporters import", "from tinywindow_otel.exporters import")
         .replace("from tinywindow.monitoring import", "from tinywindow_otel import")
@@ -22,24 +22,24 @@ def seed_snippets() -> list[str]:
 
 
 @pytest.fixture
-def seed_server():
-    """Run the seed's server snippet as written, but on a free port (and stop it afterwards)."""
+def snippet_server():
+    """Run the server snippet as written, but on a free port (and stop it afterwards)."""
     port = free_port()
     namespace: dict = {}
-    exec(seed_snippets()[0].replace("port=8000", f"port={port}"), namespace)  # noqa: S102
+    exec(interface_snippets()[0].replace("port=8000", f"port={port}"), namespace)  # noqa: S102
     server = namespace["server"]
     assert server.host == "0.0.0.0"
     yield f"http://127.0.0.1:{port}/metrics"
     server.stop()
 
 
-def test_server_snippet_serves_metrics(seed_server):
-    assert isinstance(scrape(seed_server), dict)
+def test_server_snippet_serves_metrics(snippet_server):
+    assert isinstance(scrape(snippet_server), dict)
 
 
-def test_recording_snippet_produces_its_samples(seed_server):
-    exec(seed_snippets()[1], {"pnl_value": -250.0, "latency": 0.3})  # noqa: S102
-    families = scrape(seed_server)
+def test_recording_snippet_produces_its_samples(snippet_server):
+    exec(interface_snippets()[1], {"pnl_value": -250.0, "latency": 0.3})  # noqa: S102
+    families = scrape(snippet_server)
     assert sample_value(families, "tinywindow_trades_total", status="filled", symbol="BTC/USDT") == 1.0
     assert sample_value(families, "tinywindow_trade_pnl_usd_sum") == -250.0
     assert sample_value(families, "tinywindow_trade_pnl_usd_count") == 1.0
@@ -48,9 +48,9 @@ def test_recording_snippet_produces_its_samples(seed_server):
     assert sample_value(families, "tinywindow_api_latency_seconds_bucket", service="claude", le="0.5") == 1.0
 
 
-def test_exporters_snippet_produces_its_samples(seed_server):
-    exec(seed_snippets()[2], {})  # noqa: S102
-    families = scrape(seed_server)
+def test_exporters_snippet_produces_its_samples(snippet_server):
+    exec(interface_snippets()[2], {})  # noqa: S102
+    families = scrape(snippet_server)
     assert sample_value(families, "tinywindow_trades_total", status="filled", symbol="BTC/USDT") == 1.0
     assert sample_value(families, "tinywindow_trade_pnl_usd_sum") == 150.0
     assert sample_value(families, "tinywindow_trade_amount_usd_sum", symbol="BTC/USDT") == 1000.0

@@ -1,0 +1,328 @@
+"""Exchange health: feed age at collection time, reconnects, rate-limit headers, the ccxt adapter.
+
+The adapter is tested against a fake exchange with ccxt's method names and
+signatures (checked against the real package below) and against the real
+``ccxt`` package over a real ``requests`` session whose transport adapter
+answers locally: no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+
+import pytest
+from helpers import sample_value, wait_until
+
+from tinywindow_otel import exchange as exchange_module
+from tinywindow_otel.catalog import EXCHANGE_METRICS
+from tinywindow_otel.exchange import feed, instrument_ccxt, rate_limit_used_ratio, record_rate_limit
+from tinywindow_otel.metrics import REGISTRY
+
+AGE = "tinywindow_exchange_feed_age_seconds"
+
+
+def metric_value(name, *labels):
+    return REGISTRY.get(name).labels(*labels).get()
+
+
+# --- feeds ---------------------------------------------------------------------------
+
+
+def test_feed_age_is_computed_at_collection_time(scrape_metrics):
+    trades = feed("binance", "trades")
+    trades._series.set(30.0)  # as if the last message was 30 s ago
+    first = sample_value(scrape_metrics(), AGE, venue="binance", stream="trades")
+    assert 30.0 <= first < 40.0
+    # Nothing is recorded in between: the age still grows, scrape by scrape.
+    wait_until(lambda: sample_value(scrape_metrics(), AGE, venue="binance", stream="trades") > first,
+               what="a later scrape to show an older feed")
+    trades.message()
+    assert sample_value(scrape_metrics(), AGE, venue="binance", stream="trades") < first
+
+
+def test_a_feed_that_never_delivers_ages_from_when_it_was_opened():
+    silent = feed("kraken", "book")
+    assert 0.0 <= silent.age < 5.0
+    again = feed("kraken", "book")  # the same stream shares its clock
+    silent._series.set(100.0)
+    assert again.age >= 100.0
+
+
+def test_reconnects_and_close(scrape_metrics):
+    ws = feed("binance", "depth")
+    ws.reconnected()
+    ws.reconnected()
+    families = scrape_metrics()
+    assert sample_value(families, "tinywindow_exchange_reconnects_total", venue="binance", stream="depth") == 2.0
+    assert sample_value(families, AGE, venue="binance", stream="depth") is not None
+    ws.close()
+    assert sample_value(scrape_metrics(), AGE, venue="binance", stream="depth") is None
+
+
+def test_feed_bad_labels_raise_naming_the_metric():
+    with pytest.raises(TypeError, match=AGE):
+        feed(None, "trades")
+    with pytest.raises(TypeError, match=AGE):
+        feed("binance", "trades")._series.set("30 s")
+
+
+def test_feed_age_nan_is_dropped_and_counted():
+    ws = feed("binance", "ticker")
+    ws._series.set(float("nan"))
+    assert 0.0 <= ws.age < 5.0
+    assert REGISTRY.get("tinywindow_otel_dropped_measurements_total").labels(AGE, "nan").get() == 1.0
+
+
+# --- rate limits -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ({"X-MBX-USED-WEIGHT-1M": "1500"}, 0.25),
+    ({"x-mbx-used-weight-1m": "6000", "X-MBX-ORDER-COUNT-10S": "10"}, 1.0),
+    ({"X-MBX-ORDER-COUNT-10S": "90", "X-MBX-USED-WEIGHT-1M": "60"}, 0.9),
+    ({"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "25"}, 0.75),
+    ({"RateLimit-Limit": "100, 100;w=60", "RateLimit-Remaining": "40"}, 0.6),
+    ({"Retry-After": "3", "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "99"}, 1.0),
+    ({"X-MBX-USED-WEIGHT-1S": "5"}, None),  # no known limit for that window
+    ({"Content-Type": "application/json"}, None),
+    ({"X-RateLimit-Limit": "garbage", "X-RateLimit-Remaining": "1"}, None),
+])
+def test_rate_limit_headers(headers, expected):
+    ratio = rate_limit_used_ratio(headers)
+    assert ratio == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_rate_limit_custom_limits_and_gauge(scrape_metrics):
+    assert record_rate_limit("binance-futures", {"X-MBX-USED-WEIGHT-1M": "1200"}, {"weight-1m": 2400}) == 0.5
+    assert record_rate_limit("binance-futures", {"Server": "x"}) is None  # unchanged
+    families = scrape_metrics()
+    assert sample_value(families, "tinywindow_exchange_rate_limit_used_ratio", venue="binance-futures") == 0.5
+
+
+def test_rate_limit_bad_headers_raise_naming_the_metric():
+    with pytest.raises(TypeError, match="tinywindow_exchange_rate_limit_used_ratio"):
+        record_rate_limit("binance", ["X-MBX-USED-WEIGHT-1M", "5"])
+
+
+# --- ccxt adapter against a fake exchange -------------------------------------------------
+
+
+class InsufficientFunds(Exception):
+    """ccxt.InsufficientFunds's role."""
+
+
+class FakeExchange:
+    """ccxt's unified method shapes; answers from canned order structures."""
+
+    id = "fakex"
+
+    def __init__(self) -> None:
+        self.last_response_headers = None
+        self.orders: dict[str, dict] = {}
+        self.next_fill: float | None = None
+        self.fail_with: Exception | None = None
+
+    def _respond(self, used: int) -> None:
+        self.last_response_headers = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": str(100 - used)}
+
+    def create_order(self, symbol, type, side, amount, price=None, params={}):  # noqa: A002,B006 - ccxt's shape
+        self._respond(10)
+        if self.fail_with is not None:
+            raise self.fail_with
+        filled = amount if self.next_fill is None else self.next_fill
+        order = {"id": str(len(self.orders) + 1), "symbol": symbol, "type": type, "side": side, "amount": amount,
+                 "price": price, "filled": filled, "average": (price or 100.0) * 1.001 if filled else None,
+                 "status": "closed" if filled == amount else "open"}
+        self.orders[order["id"]] = order
+        return dict(order)
+
+    def cancel_order(self, id, symbol=None, params={}):  # noqa: A002,B006
+        self._respond(20)
+        self.orders[id]["status"] = "canceled"
+        return dict(self.orders[id])
+
+    def fetch_order(self, id, symbol=None, params={}):  # noqa: A002,B006
+        self._respond(30)
+        return dict(self.orders[id])
+
+    def fetch_ticker(self, symbol, params={}):  # noqa: B006
+        self._respond(40)
+        return {"symbol": symbol, "bid": 99.0, "ask": 101.0}
+
+
+class AsyncFakeExchange(FakeExchange):
+    async def create_order(self, symbol, type, side, amount, price=None, params={}):  # noqa: A002,B006
+        await asyncio.sleep(0)
+        return FakeExchange.create_order(self, symbol, type, side, amount, price, params)
+
+    async def fetch_ticker(self, symbol, params={}):  # noqa: B006
+        await asyncio.sleep(0)
+        return FakeExchange.fetch_ticker(self, symbol, params)
+
+
+def test_fake_exchange_filled_order_fills_order_api_and_rate_limit_metrics(scrape_metrics):
+    ex = instrument_ccxt(FakeExchange())
+    order = ex.create_order("BTC/USDT", "limit", "buy", 2.0, 100.0)
+    assert order["status"] == "closed"
+    ex.fetch_ticker("BTC/USDT")
+    families = scrape_metrics()
+    for spec in EXCHANGE_METRICS:
+        if spec.name == "tinywindow_exchange_rate_limit_used_ratio":
+            assert spec.exposed_name in families
+    assert sample_value(families, "tinywindow_orders_total", venue="fakex", status="filled") == 1.0
+    assert sample_value(families, "tinywindow_order_latency_seconds_count", venue="fakex", stage="ack") == 1.0
+    assert sample_value(families, "tinywindow_slippage_bps_sum", venue="fakex", side="buy") == pytest.approx(10.0)
+    assert sample_value(families, "tinywindow_api_requests_total", service="fakex") == 2.0
+    assert sample_value(families, "tinywindow_exchange_rate_limit_used_ratio", venue="fakex") == pytest.approx(0.4)
+
+
+def test_fake_exchange_open_order_followed_through_fetch_and_cancel():
+    ex = instrument_ccxt(FakeExchange())
+    ex.next_fill = 0.5
+    placed = ex.create_order("ETH/USDT", "limit", "sell", 2.0, 100.0)
+    assert placed["status"] == "open"
+    assert ex._tinywindow_tracker.open
+    ex.fetch_order(placed["id"])  # still open: nothing closes
+    assert metric_value("tinywindow_orders_total", "fakex", "partially_filled") == 0.0
+    ex.cancel_order(placed["id"])
+    assert metric_value("tinywindow_orders_total", "fakex", "partially_filled") == 1.0
+    assert REGISTRY.get("tinywindow_order_latency_seconds").labels("fakex", "cancel").snapshot()[0] != [0] * 16
+    assert sum(REGISTRY.get("tinywindow_order_latency_seconds").labels("fakex", "cancel").snapshot()[0]) == 1
+    assert not ex._tinywindow_tracker.open
+
+
+def test_fake_exchange_rejection_is_counted_by_exception_class_and_propagates():
+    ex = instrument_ccxt(FakeExchange())
+    ex.fail_with = InsufficientFunds("fakex: balance too low")
+    with pytest.raises(InsufficientFunds):
+        ex.create_order("BTC/USDT", "market", "buy", 1.0)
+    assert metric_value("tinywindow_order_rejections_total", "fakex", "InsufficientFunds") == 1.0
+    assert metric_value("tinywindow_api_errors_total", "fakex", "InsufficientFunds") == 1.0
+
+
+def test_async_exchange_keeps_coroutine_methods():
+    ex = instrument_ccxt(AsyncFakeExchange(), venue="fakex-async",
+                         reference_price=lambda symbol, side: 100.0)
+    assert inspect.iscoroutinefunction(ex.create_order)
+    assert not inspect.iscoroutinefunction(ex.fetch_order)
+
+    async def main():
+        await ex.fetch_ticker("BTC/USDT")
+        return await ex.create_order("BTC/USDT", "market", "buy", 1.0)
+
+    assert asyncio.run(main())["status"] == "closed"
+    assert metric_value("tinywindow_orders_total", "fakex-async", "filled") == 1.0
+    assert metric_value("tinywindow_api_requests_total", "fakex-async") == 2.0
+
+
+def test_instrumenting_twice_is_a_noop_and_bad_venue_raises():
+    ex = FakeExchange()
+    instrument_ccxt(ex)
+    wrapped = ex.create_order
+    assert instrument_ccxt(ex).create_order is wrapped
+    nameless = FakeExchange()
+    nameless.id = None
+    with pytest.raises(TypeError, match="tinywindow_orders_total"):
+        instrument_ccxt(nameless)
+
+
+def test_tracked_open_orders_are_bounded(monkeypatch):
+    monkeypatch.setattr(exchange_module, "MAX_TRACKED_ORDERS", 5)
+    ex = instrument_ccxt(FakeExchange())
+    ex.next_fill = 0.0
+    for _ in range(20):
+        ex.create_order("BTC/USDT", "limit", "buy", 1.0, 100.0)
+    assert len(ex._tinywindow_tracker.open) == 5
+    dropped = REGISTRY.get("tinywindow_otel_dropped_measurements_total")
+    assert dropped.labels("tinywindow_orders_total", "untracked_order").get() == 15.0
+
+
+def test_telemetry_fault_never_breaks_the_exchange_call():
+    ex = FakeExchange()
+    ex.last_response_headers = None
+    instrument_ccxt(ex)
+    ex._tinywindow_tracker.after = None  # a broken tracker
+    assert ex.fetch_ticker("BTC/USDT")["bid"] == 99.0
+
+
+# --- the real ccxt package -------------------------------------------------------------------
+
+
+def _market():
+    return {"id": "BTCUSDT", "symbol": "BTC/USDT", "base": "BTC", "quote": "USDT", "baseId": "BTC",
+            "quoteId": "USDT", "active": True, "type": "spot", "spot": True, "margin": False, "swap": False,
+            "future": False, "option": False, "contract": False, "linear": None, "inverse": None,
+            "precision": {"amount": 0.00001, "price": 0.01}, "lowercaseId": "btcusdt",
+            "limits": {"amount": {"min": 0.00001, "max": 9000}, "price": {"min": 0.01, "max": 1e6},
+                       "cost": {"min": 5, "max": None}},
+            "info": {"orderTypes": ["LIMIT", "MARKET"]}}
+
+
+def test_real_ccxt_binance_over_a_local_transport(scrape_metrics):
+    import ccxt  # in the test extra: a missing package fails, never skips
+    import requests
+    from requests.adapters import BaseAdapter
+
+    class Transport(BaseAdapter):
+        """Answers Binance REST paths locally: the real ccxt request/response path, no network."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = []
+
+        def send(self, request, **kwargs):
+            self.calls.append((request.method, request.url.split("?")[0]))
+            response = requests.Response()
+            response.status_code, response.reason, response.url, response.request = 200, "OK", request.url, request
+            if "/api/v3/order" in request.url:
+                body = {"symbol": "BTCUSDT", "orderId": 42, "clientOrderId": "c1", "transactTime": 1700000000000,
+                        "price": "0.00", "origQty": "0.5", "executedQty": "0.5", "cummulativeQuoteQty": "32550.0",
+                        "status": "FILLED", "timeInForce": "GTC", "type": "MARKET", "side": "BUY", "fills": []}
+                response.headers.update({"X-MBX-USED-WEIGHT-1M": "1200", "X-MBX-ORDER-COUNT-10S": "3"})
+            else:
+                body = {"serverTime": 1700000000000}
+                response.headers.update({"X-MBX-USED-WEIGHT-1M": "600"})
+            response._content = json.dumps(body).encode()
+            return response
+
+        def close(self) -> None:
+            pass
+
+    ex = ccxt.binance({"apiKey": "key", "secret": "secret"})
+    transport = Transport()
+    session = requests.Session()
+    session.mount("https://", transport)
+    ex.session = session
+    ex.set_markets([_market()])
+    instrument_ccxt(ex, reference_price=lambda symbol, side: 65_000.0)
+    assert ex.fetch_time() == 1700000000000
+    assert metric_value("tinywindow_exchange_rate_limit_used_ratio", "binance") == pytest.approx(0.1)
+    order = ex.create_order("BTC/USDT", "market", "buy", 0.5)
+    assert order["status"] == "closed" and order["average"] == pytest.approx(65_100.0)
+    assert [m for m, _ in transport.calls] == ["GET", "POST"]
+    families = scrape_metrics()
+    assert sample_value(families, "tinywindow_orders_total", venue="binance", status="filled") == 1.0
+    # 65100 vs 65000 on a buy: 15.38 bps worse.
+    assert sample_value(families, "tinywindow_slippage_bps_sum", venue="binance", side="buy") == pytest.approx(
+        (65_100 - 65_000) / 65_000 * 1e4)
+    assert sample_value(families, "tinywindow_exchange_rate_limit_used_ratio", venue="binance") == pytest.approx(0.2)
+    assert sample_value(families, "tinywindow_api_requests_total", service="binance") == 2.0
+
+
+def test_fake_exchange_has_ccxt_method_shapes():
+    import ccxt
+    import ccxt.async_support as ccxt_async
+
+    real = ccxt.binance()
+    for name in ("create_order", "cancel_order", "fetch_order", "fetch_ticker"):
+        fake_params = list(inspect.signature(getattr(FakeExchange, name)).parameters)[1:]
+        real_params = list(inspect.signature(getattr(real, name)).parameters)
+        assert fake_params == real_params, name
+    assert hasattr(real, "last_response_headers")
+    async_ex = ccxt_async.binance()
+    instrument_ccxt(async_ex)
+    assert inspect.iscoroutinefunction(async_ex.create_order)
+    assert inspect.iscoroutinefunction(async_ex.fetch_ticker)
+    assert inspect.signature(async_ex.create_order) == inspect.signature(ccxt_async.binance().create_order)
