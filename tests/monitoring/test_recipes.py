@@ -1,4 +1,8 @@
-"""The deployment recipes' timing: every rate window holds at least 4 samples on the scrape and the push path."""
+"""The deployment recipes' timing: every rate window holds at least 4 samples on the scrape and the push path.
+
+Only functions that compute a rate of change need the samples (rate, increase,
+...); a *_over_time window over a gauge only bridges a failed scrape.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import yaml
 from monitoring.assets import DASHBOARDS, PROMETHEUS, ROOT, load_dashboards, load_rules, panel_targets
 
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-RANGE = re.compile(r"\[([^\]:]+)(?::[^\]]*)?\]")
+# The range of rate(x[5m]), increase(x{a="b"}[1m]), ...: the selector holds no ( ) [ ].
+RANGE = re.compile(r"\b(?:rate|irate|increase|delta|idelta|deriv)\s*\(\s*[^\[\]()]*\[([^\]:]+)(?::[^\]]*)?\]")
 MIN_SAMPLES = 4
 
 
