@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import selectors
@@ -129,7 +130,7 @@ def test_sigterm_stops_the_demo_cleanly():
             try:
                 for _ in range(20):
                     fetch(url)
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass  # the process is going away; only its exit status matters here
 
         inflight = threading.Thread(target=keep_scraping, daemon=True)

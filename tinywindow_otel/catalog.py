@@ -273,7 +273,7 @@ def render_markdown() -> str:
         "a test fails when this file and the catalog drift.",
         "",
     ]
-    sections = (("Trading metrics", CATALOG), ("State metrics", STATE_METRICS), ("SDK self-metrics", SELF_METRICS))
+    sections: tuple[tuple[str, tuple[MetricSpec, ...]], ...] = (("Trading metrics", CATALOG), ("State metrics", STATE_METRICS), ("SDK self-metrics", SELF_METRICS))
     sections += (("Order execution metrics", EXECUTION_METRICS), ("Exchange health metrics", EXCHANGE_METRICS),
                  ("LLM metrics (OpenTelemetry GenAI conventions)", GEN_AI_METRICS),
                  ("Agent calibration metrics", CALIBRATION_METRICS))

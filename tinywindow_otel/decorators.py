@@ -288,8 +288,7 @@ class _DecisionProbe(_Probe):
     exposes_state = True
 
     def __init__(self, agent: str, exporter) -> None:
-        self._agent = agent
-        self._exporter = exporter
+        self._record = exporter.bind(agent).record  # a bad agent label raises here
         self.wants_items = True
 
     def start(self, args, kwargs) -> DecisionRecorder:
@@ -304,7 +303,7 @@ class _DecisionProbe(_Probe):
                 raise TypeError(f"{self.metric}: a decision is (action: str, confidence: number), got {value!r}")
             _drops.dropped(self.metric, "unreadable_decision", value)
             return None
-        return self._exporter.record_decision(self._agent, *decision)
+        return self._record(*decision)
 
     def item(self, state, value) -> None:
         self.record(value)
@@ -332,7 +331,4 @@ def agent_decision(agent: str, *, exporter=None) -> Instrument:
     A call that raises records no decision. Context-manager form:
     ``with agent_decision("analyst") as d: d.record("buy", 0.8)``.
     """
-    if exporter is None:
-        exporter = agent_exporter
-    exporter.prepare(agent)  # a bad agent label raises here
-    return Instrument(_DecisionProbe(agent, exporter))
+    return Instrument(_DecisionProbe(agent, agent_exporter if exporter is None else exporter))
