@@ -442,7 +442,7 @@ class _TradeProbe(_Probe):
         if outcome.symbol is None:
             raise ValueError("tinywindow_trades_total: no symbol for this trade")
         self.exporter.record_trade(symbol=outcome.symbol, status=outcome.status,
-                                    pnl=outcome.pnl, amount_usd=outcome.amount_usd)
+                                   pnl=outcome.pnl, amount_usd=outcome.amount_usd)
 
 
 class _TradeInstrument(Instrument):
