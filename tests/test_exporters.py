@@ -81,7 +81,7 @@ def test_bad_trade_input_records_nothing_at_all(scrape_metrics):
         trading_exporter.record_trade("BTC/USDT", None, pnl=10.0)
     families = scrape_metrics()
     assert sample_value(families, "tinywindow_trades_total", status="filled", symbol="BTC/USDT") in (None, 0.0)
-    assert "tinywindow_trade_pnl_usd" not in families
+    assert sample_value(families, "tinywindow_trade_pnl_usd_count") == 0  # shown from the start, at 0
     assert "tinywindow_win_rate" not in families
 
 

@@ -25,8 +25,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from ._internal.selfmetrics import default_drops as _drops
+from ._internal.series import check_number as _check_number
 from .calibration import CalibrationTracker
-from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
+from .metrics import REGISTRY, MetricRegistry
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
                    PortfolioState, PortfolioTracker, is_finite_number, leverage_ratio, win_rate_pct)
 
