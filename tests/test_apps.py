@@ -81,8 +81,14 @@ def hypercorn_serving(app):
 
         try:
             asyncio.run(main())
+        except asyncio.CancelledError as exc:
+            # Hypercorn cancels the dispatcher's lifespan task group once every app has
+            # acknowledged shutdown; on some Pythons that cancellation escapes serve().
+            if not state.get("stopping"):
+                state["error"] = exc
         except BaseException as exc:  # noqa: BLE001 - reported below
             state["error"] = exc
+        finally:
             ready.set()
 
     thread = threading.Thread(target=run, daemon=True)
@@ -94,6 +100,7 @@ def hypercorn_serving(app):
         yield base
     finally:
         if "loop" in state:
+            state["stopping"] = True
             state["loop"].call_soon_threadsafe(state["stop"].set)
         thread.join(timeout=20)
     assert not thread.is_alive(), "hypercorn did not shut down"
