@@ -268,12 +268,11 @@ def test_wsgi_app_under_a_real_wsgi_server(serving):
 def test_a_failing_collection_answers_500_and_the_app_keeps_serving(monkeypatch):
     from tinywindow_otel import endpoint
 
-    class Broken:
-        def render(self):
-            raise RuntimeError("collector exploded")
+    def broken():
+        raise RuntimeError("collector exploded")
 
     with wsgiref_serving(make_wsgi_app()) as base:
-        monkeypatch.setattr(endpoint, "pipeline", lambda: Broken())
+        monkeypatch.setattr(endpoint, "render", broken)
         response = requests.get(base + "/metrics", timeout=5)
         assert response.status_code == 500 and "collector exploded" not in response.text
         monkeypatch.undo()

@@ -279,7 +279,7 @@ def test_when_every_slot_is_answering_a_new_connection_is_refused_at_once():
 
     with MetricsServer(port=0, max_connections=2) as server:
         scrapers = [threading.Thread(target=scrape, args=(server.url,)) for _ in range(2)]
-        with get_pipeline()._scrape_lock:  # the lock every render takes: both scrapes wait inside it
+        with get_pipeline().scrape_lock:  # the lock every render takes: both scrapes wait inside it
             for thread in scrapers:
                 thread.start()
             wait_until(lambda: handler_threads() == 2, timeout=10, what="two scrapes in flight")

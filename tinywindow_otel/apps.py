@@ -60,9 +60,12 @@ class _ASGIApp:
         # milliseconds and an executor would tie the app to asyncio.
         response = metrics_response(method, accept_encoding)
         headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.headers]
-        headers.append((b"content-length", str(len(response.body)).encode("ascii")))
+        headers.append((b"content-length", str(response.length).encode("ascii")))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
+        chunks = [] if method == "HEAD" else response.chunks
+        for chunk in chunks[:-1]:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": chunks[-1] if chunks else b""})
 
 
 class _WSGIApp:
@@ -70,8 +73,8 @@ class _WSGIApp:
         method = environ.get("REQUEST_METHOD", "GET")
         response = metrics_response(method, environ.get("HTTP_ACCEPT_ENCODING"))
         start_response(_status_line(response.status),
-                       [*response.headers, ("Content-Length", str(len(response.body)))])
-        return [b"" if method == "HEAD" else response.body]
+                       [*response.headers, ("Content-Length", str(response.length))])
+        return [] if method == "HEAD" else response.chunks
 
 
 def make_asgi_app() -> _ASGIApp:
