@@ -18,6 +18,7 @@ from helpers import free_port, parse, sample_value, wait_until
 
 from tinywindow_otel import MetricsServer, MetricsServerError
 from tinywindow_otel.metrics import REGISTRY
+from tinywindow_otel.server import DEFAULT_MAX_CONNECTIONS
 
 DRIP_HEAD = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"  # headers never finished
 
@@ -91,13 +92,15 @@ def test_scrapes_keep_working_while_1000_drip_connections_are_open():
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
     drips: list[socket.socket] = []
     try:
-        with MetricsServer(port=0, request_timeout=30.0, max_connections=32) as server:
+        # The default cap; a deadline longer than the test, so only the cap can free threads.
+        with MetricsServer(port=0, request_timeout=60.0) as server:
             for _ in range(1000):
                 sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
                 sock.sendall(DRIP_HEAD)
                 drips.append(sock)
             # Connections beyond the cap were let go; their threads end.
-            held = wait_until(lambda: (n := handler_threads()) <= 32 + 4 and n, timeout=15,
+            cap = DEFAULT_MAX_CONNECTIONS
+            held = wait_until(lambda: (n := handler_threads()) <= cap + 4 and n, timeout=15,
                               what="server threads to fall to the connection cap")
             latencies = []
             for _ in range(20):
@@ -107,7 +110,7 @@ def test_scrapes_keep_working_while_1000_drip_connections_are_open():
                 assert response.status_code == 200
                 assert sample_value(parse(response.text), "tinywindow_trades_total",
                                     status="filled", symbol="BTC/USDT") == 3
-            assert handler_threads() <= 32 + 4, "scrapes must not let the thread count grow"
+            assert handler_threads() <= cap + 4, "scrapes must not let the thread count grow"
             p90 = statistics.quantiles(latencies, n=10)[-1]
             print(f"1000 drip connections: {held} server threads held, scrape p90 {p90 * 1000:.1f} ms")
             assert p90 < 1.0, f"scrape p90 {p90:.2f}s behind 1000 drip connections"
