@@ -1,6 +1,6 @@
 """make_asgi_app() and make_wsgi_app() under real servers (uvicorn with Starlette/FastAPI routing,
-hypercorn with its lifespan-forwarding dispatcher, waitress, wsgiref with its WSGI validator), all on
-port 0, compared with MetricsServer's body."""
+hypercorn with its lifespan-forwarding dispatcher, waitress with and without Flask, wsgiref with its
+WSGI validator), all on port 0, compared with MetricsServer's body."""
 
 from __future__ import annotations
 
@@ -263,6 +263,23 @@ def test_asgi_app_refuses_websockets_and_survives():
 def test_wsgi_app_under_a_real_wsgi_server(serving):
     with serving(make_wsgi_app()) as base:
         check_metrics_endpoint(base + "/metrics")
+
+
+def test_wsgi_app_mounted_beside_a_flask_app():
+    """prometheus_client's Flask recipe: werkzeug's dispatcher sends /metrics to the app."""
+    from flask import Flask
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    flask_app = Flask("orders")
+
+    @flask_app.get("/orders")
+    def orders():
+        return {"open": 0}
+
+    flask_app.wsgi_app = DispatcherMiddleware(flask_app.wsgi_app, {"/metrics": make_wsgi_app()})  # type: ignore[method-assign]
+    with waitress_serving(flask_app) as base:
+        check_metrics_endpoint(base + "/metrics")
+        assert requests.get(base + "/orders", timeout=5).json() == {"open": 0}
 
 
 def test_a_failing_collection_answers_500_and_the_app_keeps_serving(monkeypatch):
