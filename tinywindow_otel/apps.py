@@ -3,16 +3,20 @@
 They serve the same body as ``MetricsServer`` (the same renderer, status
 codes and gzip rule); TLS and authentication are the host server's job.
 
-    from starlette.applications import Starlette          # or fastapi.FastAPI
+    from fastapi import FastAPI
     from tinywindow_otel import make_asgi_app
 
-    app = Starlette()
+    app = FastAPI()
     app.add_route("/metrics", make_asgi_app())   # answers /metrics itself, no 307
+
+    # Starlette: Starlette(routes=[Route("/metrics", make_asgi_app()), ...])
 
 ``app.mount("/metrics", ...)`` works too, but Starlette's router only hands a
 mount the paths below it: a bare ``/metrics`` is redirected to ``/metrics/``
-before the app is reached, and Prometheus does not follow that redirect. The
-apps answer whatever path they are routed (like prometheus_client's).
+before the app is reached, and Prometheus does not follow that redirect.
+Dispatchers that mount by prefix (hypercorn's ``DispatcherMiddleware``) serve
+the mount path itself. The apps answer whatever path they are routed, like
+prometheus_client's, and acknowledge ASGI ``lifespan`` events.
 
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
     from tinywindow_otel import make_wsgi_app
