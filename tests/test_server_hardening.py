@@ -16,7 +16,7 @@ import pytest
 import requests
 from helpers import free_port, parse, sample_value, wait_until
 
-from tinywindow_otel import MetricsServer, MetricsServerError
+from tinywindow_otel import ConfigurationError, MetricsServer, MetricsServerError
 from tinywindow_otel.metrics import REGISTRY
 from tinywindow_otel.server import DEFAULT_MAX_CONNECTIONS
 
@@ -201,14 +201,15 @@ def test_error_pages_are_plain_text(server):
 
 @pytest.mark.parametrize("host", ["", "   "])
 def test_an_empty_host_is_refused_not_all_interfaces(host):
-    with pytest.raises(ValueError, match="every interface.*127.0.0.1.*0.0.0.0"):
+    with pytest.raises(ConfigurationError, match="every interface.*127.0.0.1.*0.0.0.0"):
         MetricsServer(host=host, port=0)
+    assert issubclass(ConfigurationError, ValueError)
 
 
 @pytest.mark.parametrize("kwargs", [{"request_timeout": 0}, {"request_timeout": -1},
                                     {"max_connections": 0}, {"max_connections": 1.5}])
 def test_limits_are_validated(kwargs):
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
+    with pytest.raises(ConfigurationError, match=next(iter(kwargs))):
         MetricsServer(port=0, **kwargs)
 
 

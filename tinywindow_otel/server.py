@@ -20,6 +20,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .config import ConfigurationError
 from .endpoint import TEXT, Response, metrics_response, not_allowed, prepare
 from .security import BasicAuth, TLSConfig
 
@@ -218,8 +219,9 @@ class MetricsServer:
     """Serves ``/metrics`` on ``host:port`` from a background thread.
 
     ``port=0`` binds a free port; read it from ``.port`` after ``start()``.
-    ``host`` must be an address or name: ``""`` is refused rather than taken
-    to mean every interface; pass ``"0.0.0.0"`` or ``"::"`` for that.
+    ``host`` must be an address or name: ``""`` is refused (``ConfigurationError``,
+    a ``ValueError``) rather than taken to mean every interface; pass
+    ``"0.0.0.0"`` or ``"::"`` for that.
     ``tls`` serves HTTPS (optionally requiring client certificates) and
     ``auth`` requires HTTP basic auth on ``/metrics``; when not given, both are
     read from the environment (``tinywindow_otel.security``). ``/healthz``
@@ -235,13 +237,13 @@ class MetricsServer:
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         if not isinstance(host, str) or not host.strip():
-            raise ValueError(
+            raise ConfigurationError(
                 f"MetricsServer host {host!r} is empty: the socket layer would listen on every interface. "
                 f"Pass {DEFAULT_HOST!r} for loopback, or '0.0.0.0' / '::' to expose the metrics on purpose")
         if not request_timeout > 0:
-            raise ValueError(f"MetricsServer request_timeout must be > 0 seconds, got {request_timeout!r}")
+            raise ConfigurationError(f"MetricsServer request_timeout must be > 0 seconds, got {request_timeout!r}")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-            raise ValueError(f"MetricsServer max_connections must be an int >= 1, got {max_connections!r}")
+            raise ConfigurationError(f"MetricsServer max_connections must be an int >= 1, got {max_connections!r}")
         self.host = host
         self._requested_port = port
         self.request_timeout = float(request_timeout)
