@@ -11,6 +11,8 @@ import yaml
 from monitoring.assets import ALERTMANAGER, ROOT, alerts_by_name, run_tool
 from tinywindow_otel.cli.stack import alertmanager_config
 
+pytestmark = pytest.mark.usefixtures("toolchain")  # amtool 0.25 and 0.35
+
 SECRET_DIR = "/run/secrets/"
 # The receiver each alert must reach, by severity; some alerts are routed by name.
 RECEIVER_BY_SEVERITY = {"critical": "trading-pager", "warning": "trading-chat", "none": "deadmans-switch"}
