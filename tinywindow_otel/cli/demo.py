@@ -25,6 +25,7 @@ from .. import circuit_breaker_open, circuit_breaker_trips, kill_switch_activati
 from .. import trade_amount_usd, trades_total
 from ..exporters import agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter
 from ..exporters import trading_exporter
+from .demo_execution import with_execution
 
 SYMBOLS = {"BTC/USDT": 65_000.0, "ETH/USDT": 3_200.0, "SOL/USDT": 150.0}
 SERVICES = {"binance": 0.08, "coinbase": 0.12, "claude": 1.8}  # typical latency, seconds
@@ -288,6 +289,7 @@ def run(stop: threading.Event, ticks_per_second: float = 5.0, seed: int | None =
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
     simulation = TradingSimulation(seed)
     simulation.initialise_series()
+    simulation = with_execution(simulation, seed)  # orders, feeds, LLM calls, calibration (demo_execution.py)
     # Catch up until a trade has closed, so win rate and P&L have data at the first scrape.
     for _ in range(1000):
         if trading_exporter.wins + trading_exporter.losses:

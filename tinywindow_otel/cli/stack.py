@@ -38,6 +38,7 @@ import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 _log = logging.getLogger(__name__)
 
@@ -441,7 +442,7 @@ def run(*, host: str, port: int, prometheus_port: int, alertmanager_port: int, i
     from . import demo
     from ..server import MetricsServer
 
-    common = dict(assets=assets, host=host, prometheus_port=prometheus_port, alertmanager_port=alertmanager_port,
+    common: dict[str, Any] = dict(assets=assets, host=host, prometheus_port=prometheus_port, alertmanager_port=alertmanager_port,
                   interval=interval, for_override="10s" if fast_alerts else None,
                   on_notification=lambda *n: out(describe_notification(*n)))
     if collector or otelcol:
