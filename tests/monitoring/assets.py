@@ -53,6 +53,8 @@ EVENT_ALERTS = ("CircuitBreakerTripped", "KillSwitchActivated", "LargePositionSi
 RUNBOOK_DEFAULT_BASE = "https://github.com/tinywindow/tinywindow-otel/blob/main/docs/runbooks.md"
 
 # The seed's dashboard panels: uid -> [(title, allowed Grafana panel types)].
+# The trading, risk and system dashboards (variables, annotations, linter rules, live data).
+CORE_DASHBOARDS = ("tinywindow-trading", "tinywindow-risk", "tinywindow-system")
 SEED_PANELS = {
     "tinywindow-trading": [
         ("Portfolio Value", {"timeseries"}), ("Daily P&L", {"stat"}), ("Win Rate", {"stat"}),

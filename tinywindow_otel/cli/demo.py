@@ -287,15 +287,15 @@ def run(stop: threading.Event, ticks_per_second: float = 5.0, seed: int | None =
     """Run the simulation until ``stop`` is set; ``scenario`` is one of ``SCENARIOS``."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
-    simulation = TradingSimulation(seed)
-    simulation.initialise_series()
-    simulation = with_execution(simulation, seed)  # orders, feeds, LLM calls, calibration (demo_execution.py)
+    trading = TradingSimulation(seed)
+    trading.initialise_series()
+    simulation = with_execution(trading, seed)  # orders, feeds, LLM calls, calibration (demo_execution.py)
     # Catch up until a trade has closed, so win rate and P&L have data at the first scrape.
     for _ in range(1000):
         if trading_exporter.wins + trading_exporter.losses:
             break
         simulation.tick()
-    breach = Breach(simulation, out) if scenario == "breach" else None
+    breach = Breach(trading, out) if scenario == "breach" else None  # it sets the trading side's knobs
     started = time.monotonic()
     interval = 1.0 / ticks_per_second
     while not stop.is_set():
