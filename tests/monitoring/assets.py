@@ -47,6 +47,7 @@ OPERATIONS_ALERTS = {
     "MetricCardinalityOverflow": "warning",
     "AlertmanagerNotificationsFailing": "critical",
     "CollectorExportFailing": "warning",
+    "APIErrorBudgetBurn": "warning",
 }
 # Seed alerts on events: their value is a count or a state, not a level worth printing.
 EVENT_ALERTS = ("CircuitBreakerTripped", "KillSwitchActivated", "LargePositionSize")
