@@ -247,7 +247,7 @@ CALIBRATION_METRICS: tuple[MetricSpec, ...] = (
                "decisions: 0 is perfect, 0.25 is a coin flip at 0.5.",
                ("agent",), "1"),
     MetricSpec("tinywindow_agent_decisions_expired_total", C,
-               "Decisions never linked to an outcome, forgotten after their time to live or beyond the pending limit.",
+               "Outcomes that arrived after their decision's time to live and were not linked.",
                ("agent",), "{decision}"),
 )
 
@@ -266,7 +266,7 @@ def render_markdown() -> str:
         "a test fails when this file and the catalog drift.",
         "",
     ]
-    sections = (("Trading metrics", CATALOG), ("State metrics", STATE_METRICS), ("SDK self-metrics", SELF_METRICS))
+    sections: tuple[tuple[str, tuple[MetricSpec, ...]], ...] = (("Trading metrics", CATALOG), ("State metrics", STATE_METRICS), ("SDK self-metrics", SELF_METRICS))
     sections += (("Order execution metrics", EXECUTION_METRICS), ("Exchange health metrics", EXCHANGE_METRICS),
                  ("LLM metrics (OpenTelemetry GenAI conventions)", GEN_AI_METRICS),
                  ("Agent calibration metrics", CALIBRATION_METRICS))

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Mapping
 from datetime import datetime
 
-from .calibration import CalibrationTracker
+from .calibration import CalibrationTracker, DecisionId
 from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
                    PortfolioState, PortfolioTracker, change_pct, drawdown_pct, is_finite_number, leverage_ratio,
@@ -561,7 +561,7 @@ class AgentExporter(_Recorder):
         """Create the agent's confidence series now (raises for a bad label)."""
         self._confidence.labels(agent=agent)
 
-    def record_decision(self, agent: str, action: str, confidence: float) -> int | None:
+    def record_decision(self, agent: str, action: str, confidence: float) -> DecisionId | None:
         """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``.
 
         Returns the decision's id for :meth:`record_outcome` (see ``calibration.py``).
@@ -580,7 +580,7 @@ class AgentExporter(_Recorder):
         heartbeat.set(now)
         return self.calibration.register(agent, confidence)
 
-    def record_outcome(self, decision_id, pnl: float) -> bool:
+    def record_outcome(self, decision_id: DecisionId, pnl: float) -> bool:
         """Link a later trade's realised P&L to a decision: outcomes by confidence decile and the Brier score."""
         return self.calibration.record_outcome(decision_id, pnl)
 
