@@ -65,6 +65,8 @@ class DecisionId(NamedTuple):
     serial: int
 
 
+_new_id = tuple.__new__
+
 # Every tracker alive: a forked child gets fresh locks (a parent thread may hold one at fork time).
 _TRACKERS: weakref.WeakSet = weakref.WeakSet()
 
@@ -117,7 +119,8 @@ class CalibrationTracker:
         """
         if not (0.0 <= confidence <= 1.0):  # NaN fails too; the confidence histogram counted it
             return None
-        return DecisionId(agent, float(confidence), time.time() if now is None else now, next(self._serials))
+        # tuple.__new__ skips the NamedTuple's Python-level __new__: this runs on every decision.
+        return _new_id(DecisionId, (agent, float(confidence), time.time() if now is None else now, next(self._serials)))
 
     def record_outcome(self, decision_id: DecisionId | Sequence, pnl: float, now: float | None = None) -> bool:
         """Link a trade's realised ``pnl`` to the decision; True if it was counted.
