@@ -191,6 +191,7 @@ def test_otlp_keeps_dotted_attribute_names_and_omits_error_type_on_success():
 
     import tinywindow_otel as tw
     from tinywindow_otel import pipeline
+    from tinywindow_otel.testing import reset
 
     with OTLPReceiver() as receiver:
         try:
@@ -221,5 +222,4 @@ def test_otlp_keeps_dotted_attribute_names_and_omits_error_type_on_success():
             assert sums == {"input": 10.0, "output": 20.0}
             assert list(usage.histogram.data_points[0].explicit_bounds) == list(GEN_AI_TOKEN_BUCKETS)
         finally:
-            pipeline.shutdown(1000)
-            pipeline._settings = None
+            reset()  # shut the OTLP pipeline down and forget configure()'s settings

@@ -230,6 +230,7 @@ def test_otlp_and_metrics_agree_on_execution_metrics(tmp_path):
 
     import tinywindow_otel as tw
     from tinywindow_otel import MetricsServer, pipeline
+    from tinywindow_otel.testing import reset
 
     with OTLPReceiver() as receiver:
         try:
@@ -247,5 +248,4 @@ def test_otlp_and_metrics_agree_on_execution_metrics(tmp_path):
                 families = scrape(server.url)
             assert sample_value(families, ORDERS, venue="binance", status="filled") == filled.as_double
         finally:
-            pipeline.shutdown(1000)
-            pipeline._settings = None
+            reset()  # shut the OTLP pipeline down and forget configure()'s settings

@@ -38,7 +38,9 @@ from collections.abc import Sequence
 from itertools import count
 from typing import Any, NamedTuple
 
-from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
+from ._internal.selfmetrics import default_drops as _drops
+from ._internal.series import check_number as _check_number
+from .metrics import REGISTRY, MetricRegistry
 
 __all__ = ["CONFIDENCE_BUCKETS", "CalibrationTracker", "DecisionId", "confidence_bucket"]
 
@@ -184,6 +186,12 @@ class CalibrationTracker:
             raise TypeError(f"{OUTCOMES}: decision_id must be the DecisionId record_decision returned, "
                             f"got {decision_id!r:.80}")
         return DecisionId(agent, float(confidence), float(decided_at), serial)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a new lock (a parent thread may have held it) and none of the parent's decisions."""
+        self._lock = threading.Lock()
+        self._pending = OrderedDict()
+        self._errors = {}
 
     def reset(self) -> None:
         """Forget remembered links and Brier windows (the counters stay)."""

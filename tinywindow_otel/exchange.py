@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterable, Mapping
 from time import monotonic, perf_counter
 from typing import Any
 
-from .metrics import REGISTRY, GaugeSeries, MetricRegistry, _drops
+from ._internal.selfmetrics import default_drops as _drops
+from .metrics import REGISTRY, GaugeSeries, MetricRegistry
 from .orders import Order
 
 __all__ = [

@@ -40,7 +40,9 @@ from time import perf_counter
 from typing import Any
 
 from .decorators import Instrument, _is_error, _Probe
-from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
+from ._internal.selfmetrics import default_drops as _drops
+from ._internal.series import check_number as _check_number
+from .metrics import REGISTRY, MetricRegistry
 
 __all__ = ["DEFAULT_PRICES", "LLMCall", "Price", "PriceTable", "Usage", "llm_call", "prices", "read_usage"]
 
