@@ -75,7 +75,7 @@ _TRACKERS: weakref.WeakSet = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for tracker in list(_TRACKERS):
-        tracker._lock = threading.Lock()
+        tracker.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
@@ -188,9 +188,9 @@ class CalibrationTracker:
         return DecisionId(agent, float(confidence), float(decided_at), serial)
 
     def after_fork_in_child(self) -> None:
-        """In a forked child: a new lock (a parent thread may have held it) and none of the parent's decisions."""
+        """In a forked child: a new lock (a parent thread may have held it), none of the parent's links or windows."""
         self._lock = threading.Lock()
-        self._pending = OrderedDict()
+        self._linked = OrderedDict()
         self._errors = {}
 
     def reset(self) -> None:

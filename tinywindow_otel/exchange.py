@@ -54,7 +54,8 @@ class _FeedAgeSeries(GaugeSeries):
         self._value = monotonic()
 
     def get(self) -> float:
-        age = monotonic() - self._value
+        last = self._value
+        age = monotonic() - last if last is not None else 0.0
         return age if age > 0.0 else 0.0
 
     def set(self, value: float) -> None:

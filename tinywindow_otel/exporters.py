@@ -582,7 +582,7 @@ class BoundDecisions:
         self._confidence_name = exporter.confidence.name
         self._heartbeat = exporter.last_decision.labels(agent=agent)
 
-    def record(self, action: str, confidence: float) -> int | None:
+    def record(self, action: str, confidence: float) -> DecisionId | None:
         """As ``AgentExporter.record_decision``; returns the decision's id for ``record_outcome``."""
         number = _check_number(self._confidence_name, confidence, "confidence")
         if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
