@@ -168,10 +168,10 @@ class Collector:
 class Workload:
     """otlp_workload.py in a child process; ``port`` is its /metrics port when it serves one."""
 
-    def __init__(self, procs: Processes, name: str, env: dict[str, str]) -> None:
+    def __init__(self, procs: Processes, name: str, env: dict[str, str], script: Path = WORKLOAD) -> None:
         self.procs, self.name = procs, name
         self._consumed = 0  # lines of its output already read
-        self.process = procs.start(name, [sys.executable, str(WORKLOAD)], env=env, stdin=subprocess.PIPE)
+        self.process = procs.start(name, [sys.executable, str(script)], env=env, stdin=subprocess.PIPE)
         self.port = self._read_json("port", timeout=30)["port"]
 
     def _read_json(self, key: str, timeout: float) -> dict:
@@ -196,6 +196,11 @@ class Workload:
         self.process.stdin.flush()
         if wait:
             self.recorded(timeout)
+
+    def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        self.process.stdin.flush()
 
     def recorded(self, timeout: float = 15.0) -> None:
         self._read_json("recorded", timeout)
