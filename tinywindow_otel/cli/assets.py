@@ -36,6 +36,7 @@ files into the monitoring containers; paths are relative to this folder.
 | path | what | mount it at |
 |---|---|---|
 | `prometheus/prometheus.yml` | scrape job `tinywindow` (target `app:8000`), rules, Alertmanager | `/etc/prometheus/prometheus.yml` |
+| `prometheus/*.yml` (others) | blocks for TLS scraping and Prometheus 3's OTLP receiver (see the comment atop each) | merge into `prometheus.yml` |
 | `alerts/` | `tinywindow.rules.yml` (the alert rules) and their `promtool` tests | `/etc/prometheus/alerts` |
 | `alerts/alertmanager.yml` | routing by severity; webhook receivers at `http://alert-relay:5001` | `/etc/alertmanager/alertmanager.yml` |
 | `alerts/webhook-token.example` | placeholder bearer token for the webhooks (replace it) | docker secret `webhook-token` |
@@ -53,12 +54,12 @@ With Docker Compose, for example:
 ```yaml
 services:
   prometheus:
-    image: prom/prometheus:v2.53.1
+    image: prom/prometheus:v3.16.0
     volumes:
       - ./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro
       - ./alerts:/etc/prometheus/alerts:ro
   alertmanager:
-    image: prom/alertmanager:v0.27.0
+    image: prom/alertmanager:v0.35.0
     volumes:
       - ./alerts/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro
   grafana:
@@ -66,6 +67,11 @@ services:
     volumes:
       - ./dashboards/provisioning:/etc/grafana/provisioning:ro
       - ./dashboards:/etc/grafana/dashboards/tinywindow:ro
+  collector:   # only if your apps push OTLP
+    image: otel/opentelemetry-collector-contrib:0.165.0
+    command: ["--config=/etc/otelcol-contrib/config.yaml"]
+    volumes:
+      - ./collector/otelcol.yaml:/etc/otelcol-contrib/config.yaml:ro
 ```
 
 Check your changes with:

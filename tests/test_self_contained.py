@@ -1,0 +1,71 @@
+"""The repository needs nothing beside it: a clone in an empty directory passes the fast part of the suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+#: Left out of the run in the clone: they are long, and read nothing but what the fast part reads.
+SLOW = (
+    "tests/test_self_contained.py",
+    "tests/test_packaging.py",
+    "tests/test_typing.py",
+    "tests/test_cardinality.py",
+    "tests/test_soak.py",
+    "tests/test_otlp.py",
+    "tests/test_exporters_fuzz.py",
+    "tests/test_metrics_fuzz.py",
+    "tests/monitoring/test_live_stack.py",
+)
+
+
+def git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+@pytest.fixture
+def clone(tmp_path) -> Path:
+    """``git clone`` of the checkout into an empty directory, plus the working tree's uncommitted changes.
+
+    The overlay makes the clone what ``git add -A && git commit`` would publish,
+    so the test checks the code under test, committed or not.
+    """
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.fail("the self-containment test needs git and a git checkout")
+    target = tmp_path / "repo"
+    git("clone", "--quiet", "--no-hardlinks", str(ROOT), str(target), cwd=tmp_path)
+    tracked = set(git("ls-files", "-z").split("\0")) - {""}
+    publishable = set(git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")) - {""}
+    for name in publishable:
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    for name in tracked:
+        if not (ROOT / name).exists():
+            (target / name).unlink(missing_ok=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # nothing beside it
+    return target
+
+
+@pytest.mark.timeout(900)
+def test_a_clone_in_an_empty_directory_passes_the_fast_tests(clone):
+    # The clone's own code comes first on the path, for pytest and for every process it starts.
+    env = {**os.environ, "PYTHONPATH": str(clone), "PYTHONDONTWRITEBYTECODE": "1"}
+    where = subprocess.run([sys.executable, "-c", "import tinywindow_otel; print(tinywindow_otel.__file__)"],
+                           cwd=clone, env=env, capture_output=True, text=True, timeout=60)
+    assert Path(where.stdout.strip()).is_relative_to(clone), where.stdout + where.stderr
+
+    ignored = [f"--ignore={name}" for name in SLOW]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *ignored],
+                            cwd=clone, env=env, capture_output=True, text=True, timeout=840)
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in summary and "failed" not in summary, summary
