@@ -19,6 +19,7 @@ import yaml
 
 from helpers import free_port
 from monitoring.assets import ROOT
+from tinywindow_otel.cli.stack import collector_environment
 
 COLLECTOR_CONFIG = ROOT / "collector" / "otelcol.yaml"
 OTLP_RECEIVER_CONFIG = ROOT / "prometheus" / "otlp-receiver.yml"
@@ -135,20 +136,12 @@ class Collector:
 
     def __init__(self, procs: Processes, binary: str, remote_write_url: str, name: str = "collector") -> None:
         self.procs, self.binary, self.name = procs, binary, name
-        ports = {key: free_port() for key in ("health", "grpc", "http", "prometheus", "telemetry")}
+        ports = {key: free_port() for key in ("health", "grpc", "http", "exporter", "telemetry")}
         self.health_url = f"http://127.0.0.1:{ports['health']}/"
         self.otlp_http = f"http://127.0.0.1:{ports['http']}"
-        self.prometheus_target = f"127.0.0.1:{ports['prometheus']}"
+        self.prometheus_target = f"127.0.0.1:{ports['exporter']}"
         self.telemetry_target = f"127.0.0.1:{ports['telemetry']}"
-        self.env = {
-            "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
-            "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
-            "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
-            "OTELCOL_PROMETHEUS_ENDPOINT": self.prometheus_target,
-            "OTELCOL_TELEMETRY_HOST": "127.0.0.1",
-            "OTELCOL_TELEMETRY_PORT": str(ports["telemetry"]),
-            "PROMETHEUS_REMOTE_WRITE_URL": remote_write_url,
-        }
+        self.env = collector_environment("127.0.0.1", ports, remote_write_url)
         self.process: subprocess.Popen | None = None
         self.start()
 
