@@ -192,6 +192,7 @@ def test_otlp_keeps_dotted_attribute_names_and_omits_error_type_on_success():
 
     import tinywindow_otel as tw
     from tinywindow_otel import pipeline
+    from tinywindow_otel.testing import reset
 
     with OTLPReceiver() as receiver:
         try:

@@ -231,6 +231,7 @@ def test_otlp_and_metrics_agree_on_execution_metrics(tmp_path):
 
     import tinywindow_otel as tw
     from tinywindow_otel import MetricsServer, pipeline
+    from tinywindow_otel.testing import reset
 
     with OTLPReceiver() as receiver:
         try:
