@@ -45,8 +45,23 @@ def parse(text: str) -> dict:
     """Exposition text -> {family name as exposed: Metric}, using prometheus_client's real parser.
 
     The parser names a counter family without its ``_total``; the key here
-    is the name the exposition shows (``tinywindow_trades_total``).
+    is the name the exposition shows (``tinywindow_trades_total``). Families
+    without samples (every family shows its HELP/TYPE from the first scrape)
+    are left out: "absent" means "no sample". So are the process and Python
+    runtime families (``process_*``, ``python_*``): their values move between
+    two scrapes; ``parse_all`` keeps them.
     """
+    return {
+        name: family for name, family in parse_all(text).items()
+        if family.samples and not name.startswith(RUNTIME_PREFIXES)
+    }
+
+
+RUNTIME_PREFIXES = ("process_", "python_")
+
+
+def parse_all(text: str) -> dict:
+    """Every family of the exposition, by exposed name, with or without samples."""
     return {
         family.name + "_total" if family.type == "counter" else family.name: family
         for family in text_string_to_metric_families(text)

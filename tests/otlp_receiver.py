@@ -19,7 +19,6 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from tinywindow_otel.catalog import BY_NAME
 
 
 class OTLPReceiver:
@@ -150,14 +149,14 @@ def point(metric, **labels):
 def as_prometheus_samples(request: ExportMetricsServiceRequest) -> dict:
     """One OTLP request as {(sample name, labels): value}, mapped the way Prometheus exposes it.
 
-    Counters gain ``_total`` (catalog ``exposed_name``); histogram buckets
+    Counters gain ``_total`` (as ``MetricSpec.exposed_name``); histogram buckets
     become cumulative ``_bucket{le}`` samples plus ``_sum``/``_count``.
     ``le`` is kept as a float so "10000.0" and "1e4" compare equal.
     """
     samples = {}
     for name, metric in metrics_of(request).items():
-        spec = BY_NAME[name]
         kind = metric.WhichOneof("data")
+        exposed = name + "_total" if kind == "sum" and metric.sum.is_monotonic and not name.endswith("_total") else name
         for p in getattr(metric, kind).data_points:
             labels = attrs(p.attributes)
             if kind == "histogram":
@@ -169,7 +168,7 @@ def as_prometheus_samples(request: ExportMetricsServiceRequest) -> dict:
                 samples[(name + "_count", frozenset(labels.items()))] = float(p.count)
             else:
                 value = p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
-                samples[(spec.exposed_name, frozenset(labels.items()))] = value
+                samples[(exposed, frozenset(labels.items()))] = value
     return samples
 
 

@@ -1,5 +1,6 @@
 """make_asgi_app() and make_wsgi_app() under real servers (uvicorn with Starlette/FastAPI routing,
-waitress, wsgiref with its WSGI validator), all on port 0, compared with MetricsServer's body."""
+hypercorn with its lifespan-forwarding dispatcher, waitress, wsgiref with its WSGI validator), all on
+port 0, compared with MetricsServer's body."""
 
 from __future__ import annotations
 
@@ -55,6 +56,51 @@ def uvicorn_serving(app, lifespan: str = "on"):
 
 
 @contextmanager
+def hypercorn_serving(app):
+    """Hypercorn on a socket bound to port 0 and handed over by file descriptor."""
+    import asyncio
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) the socket from here
+    config.accesslog = config.errorlog = None
+    state: dict = {}
+    ready = threading.Event()
+
+    def run() -> None:
+        async def main() -> None:
+            state["loop"], state["stop"] = asyncio.get_running_loop(), asyncio.Event()
+            ready.set()
+            await serve(app, config, shutdown_trigger=state["stop"].wait)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            state["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(timeout=20) and "error" not in state, state.get("error")
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(base + "/metrics", timeout=2), timeout=20, what="hypercorn to serve")
+        yield base
+    finally:
+        if "loop" in state:
+            state["loop"].call_soon_threadsafe(state["stop"].set)
+        thread.join(timeout=20)
+    assert not thread.is_alive(), "hypercorn did not shut down"
+    assert "error" not in state, state.get("error")
+
+
+@contextmanager
 def wsgiref_serving(app):
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args) -> None:
@@ -81,8 +127,10 @@ def waitress_serving(app):
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        server.close()
+        # Closed from its own loop thread: closing from here races its select().
+        server.trigger.pull_trigger(server.close)
         thread.join(timeout=10)
+    assert not thread.is_alive(), "waitress did not stop"
 
 
 def check_metrics_endpoint(url: str) -> None:
@@ -156,6 +204,32 @@ def test_asgi_app_in_fastapi_with_add_route():
     with uvicorn_serving(app) as (_, base):
         check_metrics_endpoint(base + "/metrics")
         assert requests.get(base + "/orders", timeout=5).json() == {"open": 0}
+
+
+def dispatcher_app():
+    """A dispatcher that forwards lifespan to every mounted app (where prometheus_client's ASGI app fails)."""
+    from hypercorn.middleware.dispatcher import AsyncioDispatcherMiddleware
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def home(request):
+        return PlainTextResponse("home")
+
+    return AsyncioDispatcherMiddleware({"/metrics": make_asgi_app(), "": Starlette(routes=[Route("/", home)])})
+
+
+def test_asgi_app_mounted_by_a_lifespan_forwarding_dispatcher_under_hypercorn():
+    with hypercorn_serving(dispatcher_app()) as base:
+        check_metrics_endpoint(base + "/metrics")  # the mount path itself: no redirect
+        assert requests.get(base + "/", timeout=5).text == "home"
+
+
+def test_asgi_app_mounted_by_a_dispatcher_under_uvicorn_completes_lifespan():
+    with uvicorn_serving(dispatcher_app(), lifespan="on") as (server, base):
+        check_metrics_endpoint(base + "/metrics")
+    assert server.lifespan.startup_event.is_set() and server.lifespan.shutdown_event.is_set()
+    assert not server.lifespan.error_occurred
 
 
 def test_asgi_app_refuses_websockets_and_survives():

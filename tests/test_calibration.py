@@ -106,9 +106,11 @@ def test_bad_input_raises_naming_the_metric():
         CalibrationTracker(ttl_seconds=math.inf)
 
 
-def test_out_of_range_confidence_is_not_tracked():
-    assert agent_exporter.record_decision("analyst", "buy", 1.5) is None
-    assert agent_exporter.record_decision("analyst", "buy", math.nan) is None
+def test_confidence_outside_0_1_is_not_tracked():
+    with pytest.raises(ValueError, match="tinywindow_agent_confidence"):
+        agent_exporter.record_decision("analyst", "buy", 1.5)
+    assert agent_exporter.record_decision("analyst", "buy", math.nan) is None  # dropped and counted
+    assert CalibrationTracker().register("analyst", 1.5) is None
     assert len(agent_exporter.calibration) == 0
 
 
@@ -154,3 +156,46 @@ def test_concurrent_decisions_and_outcomes():
         assert (wins, losses) == (450.0, 50.0)
         # 90 % wins at 0.9 confidence: perfectly calibrated, Brier = 0.9*0.01 + 0.1*0.81 = 0.09.
         assert REGISTRY.get(BRIER).labels(f"agent{i}").get() == pytest.approx(0.09)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_forked_child_links_its_own_decisions_even_if_a_parent_thread_held_the_lock():
+    import os
+
+    from helpers import wait_until
+
+    tracker = agent_exporter.calibration
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            tracker.record_outcome(tracker.register("busy", 0.5), 1.0)
+
+    thread = threading.Thread(target=hammer, daemon=True)
+    thread.start()
+    try:
+        for _ in range(10):
+            pending_before = tracker.register("parent", 0.9)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    ok = tracker.record_outcome(tracker.register("child", 0.9), 1.0)
+                    code = 0 if ok and not tracker.record_outcome(pending_before, 1.0) else 2
+                finally:
+                    os._exit(code)
+
+            def reaped(pid=pid):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                return status + 1 if done else None
+
+            try:
+                status = wait_until(reaped, timeout=10, interval=0.01, what="the forked child") - 1
+            except AssertionError:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        thread.join(10)

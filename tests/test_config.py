@@ -8,6 +8,7 @@ import pytest
 
 import tinywindow_otel
 from tinywindow_otel import pipeline
+from tinywindow_otel.testing import reset
 from tinywindow_otel.config import (
     ConfigurationError,
     MissingExtraError,
@@ -21,8 +22,7 @@ from tinywindow_otel.config import (
 @pytest.fixture(autouse=True)
 def restore_pipeline():
     yield
-    pipeline.shutdown(1000)
-    pipeline._settings = None
+    reset()
 
 
 def test_defaults_are_prometheus_only_cumulative():
@@ -105,7 +105,8 @@ def test_resource_from_service_name_and_attributes():
     assert s.service_name == "trader"  # OTEL_SERVICE_NAME takes precedence, as the spec says
     attrs = s.resource_attrs()
     assert attrs["service.name"] == "trader" and isinstance(attrs["process.pid"], int)
-    assert attrs["service.instance.id"] != s.resource_attrs()["service.instance.id"]  # one per process/pipeline
+    # One identity per process, whichever pipeline reports: a rebuilt pipeline is the same instance.
+    assert attrs["service.instance.id"] == s.resource_attrs()["service.instance.id"]
 
 
 def test_configured_instance_id_is_kept_in_the_parent_and_suffixed_in_a_child():
@@ -188,9 +189,8 @@ def test_missing_extra_from_the_environment_does_not_crash_recording(monkeypatch
     """Set only by env, the error surfaces at MetricsServer.start()/get_pipeline, not inside inc()."""
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.metric_exporter", None)
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
-    pipeline.shutdown(1000)
-    pipeline._settings = None
-    pipeline._start_on_first_use()  # what the facade's first labels() call runs
+    reset()  # forget the pipeline: the next first use builds one from the environment
+    tinywindow_otel.trades_total.labels("filled", "BTC/USDT").inc()  # the first use: logs, does not raise
     assert "tinywindow-otel[otlp]" in caplog.text
     tinywindow_otel.trades_total.labels("filled", "BTC/USDT").inc()  # recording still works
     with pytest.raises(MissingExtraError):

@@ -63,15 +63,13 @@ def test_drawdown_from_running_peak_and_daily_pnl_from_day_start(scrape_metrics)
     assert sample_value(families, "tinywindow_daily_pnl_pct") == pytest.approx(-10.0)
 
 
-def test_portfolio_state_survives_a_restart():
+def test_portfolio_state_survives_a_restart(scrape_metrics):
     portfolio_exporter.update_portfolio(120_000, 0, {})
     saved = portfolio_exporter.export_state()
     portfolio_exporter.reset()
     portfolio_exporter.restore_state(saved)
     portfolio_exporter.update_portfolio(96_000, 0, {})
-    from tinywindow_otel import drawdown_pct
-
-    assert drawdown_pct._unlabelled().get() == pytest.approx(20.0)
+    assert sample_value(scrape_metrics(), "tinywindow_drawdown_pct") == pytest.approx(20.0)
 
 
 def test_bad_trade_input_records_nothing_at_all(scrape_metrics):
@@ -83,7 +81,7 @@ def test_bad_trade_input_records_nothing_at_all(scrape_metrics):
         trading_exporter.record_trade("BTC/USDT", None, pnl=10.0)
     families = scrape_metrics()
     assert sample_value(families, "tinywindow_trades_total", status="filled", symbol="BTC/USDT") in (None, 0.0)
-    assert "tinywindow_trade_pnl_usd" not in families
+    assert sample_value(families, "tinywindow_trade_pnl_usd_count") == 0  # shown from the start, at 0
     assert "tinywindow_win_rate" not in families
 
 

@@ -50,7 +50,7 @@ def test_exposed_names_buckets_and_dots_to_underscores(scrape_metrics):
     # cost: 100 uncached x 3 + 1000 read x 0.3 + 200 write x 3.75 + 50 out x 15, per million.
     expected = (100 * 3 + 1000 * 0.3 + 200 * 3.75 + 50 * 15) / 1e6
     assert sample_value(families, COST, provider="anthropic", model="claude-sonnet-4-5") == pytest.approx(expected)
-    # The seed's api metrics count the same call under service=<provider>.
+    # The api metrics count the same call under service=<provider>.
     assert sample_value(families, "tinywindow_api_requests_total", service="anthropic") == 1.0
     assert sample_value(families, "tinywindow_api_latency_seconds_count", service="anthropic") == 1.0
 

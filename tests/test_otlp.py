@@ -23,6 +23,7 @@ from otlp_receiver import (
 
 import tinywindow_otel as tw
 from tinywindow_otel import MetricsServer, pipeline
+from tinywindow_otel.testing import reset
 from tinywindow_otel.catalog import PNL_BUCKETS
 from tinywindow_otel.exporters import api_exporter, portfolio_exporter, safety_exporter, trading_exporter
 
@@ -32,8 +33,7 @@ PNL = "tinywindow_trade_pnl_usd"
 @pytest.fixture(autouse=True)
 def restore_pipeline():
     yield
-    pipeline.shutdown(1000)
-    pipeline._settings = None
+    reset()
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ def push_to(receiver, **kw):
     """Configure OTLP to ``receiver`` (no periodic export unless asked) and start the pipeline."""
     kw.setdefault("exporters", "prometheus,otlp")
     kw.setdefault("export_interval_millis", 600_000)
+    kw.setdefault("runtime_metrics", False)  # process_*/python_gc_* move between a push and a scrape
     tw.configure(endpoint=receiver.endpoint, **kw)
     return pipeline.get_pipeline()
 
@@ -173,7 +174,7 @@ def test_exporters_none_disables_metrics_and_push(receiver):
 
     tw.configure(exporters="none", endpoint=receiver.endpoint)
     p = pipeline.get_pipeline()
-    assert p.otlp_reader is None and p.prometheus_reader is None
+    assert p.otlp_reader is None and p.scrape_reader is None
     with MetricsServer(port=0) as server:
         with pytest.raises(Exception, match="503"):
             fetch(server.url)
@@ -215,7 +216,7 @@ def test_shutdown_with_hung_collector_is_bounded_by_default():
 def test_recording_never_blocks_or_touches_otel_while_an_export_hangs():
     hole = Blackhole()
     try:
-        tw.configure(exporters="prometheus,otlp", endpoint=hole.endpoint, export_interval_millis=50,
+        tw.configure(exporters="prometheus,otlp", endpoint=hole.endpoint, export_interval_millis=100,
                      timeout_millis=30_000, shutdown_timeout_millis=500)
         pipeline.get_pipeline()
         series = tw.trades_total.labels("filled", "BTC/USDT")
@@ -336,7 +337,7 @@ def test_fork_child_reports_only_its_own_recordings(receiver):
     assert point(metrics["tinywindow_trades_total"], status="filled", symbol="BTC/USDT").as_double == 2
     pnl = point(metrics[PNL])
     assert (pnl.count, pnl.sum, pnl.min, pnl.max) == (1, -40.0, -40.0, -40.0)
-    assert point(metrics["tinywindow_portfolio_value_usd"]).as_double == 0.0  # not the parent's 50000
+    assert "tinywindow_portfolio_value_usd" not in metrics  # not the parent's 50000: no value, no sample
     assert pnl.start_time_unix_nano > point(metrics_of(parent_request)[PNL]).time_unix_nano
 
     # The parent is untouched: its totals and its pipeline carry on.

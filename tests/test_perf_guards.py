@@ -12,7 +12,6 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-from tinywindow_otel import exposition as exposition_module
 from tinywindow_otel import metrics as metrics_module
 from tinywindow_otel.metrics import REGISTRY
 from tinywindow_otel.pipeline import get_pipeline
@@ -66,37 +65,41 @@ def test_hot_path_keeps_no_memory_after_warm_up():
     assert REGISTRY.by_attr("trades_total").labels("filled", "BTC/USDT").get() == 3 * 2 * CALLS
 
 
-def test_scrape_cache_holds_live_series_only():
+def test_scrape_cache_lives_with_the_series_and_goes_with_it():
     pipeline = get_pipeline()
     positions = REGISTRY.by_attr("active_positions")
     latency = REGISTRY.by_attr("api_latency_seconds")
-    for i in range(50):
-        positions.labels(symbol=f"SYM{i}").set(i)
-        latency.labels(service=f"svc{i}").observe(0.1)
     pipeline.render()
-
-    def cached() -> int:
-        return sum(len(family.series) for family in pipeline._exposition._families.values())
-
-    assert cached() == 100
-    for i in range(45):
-        positions.remove(f"SYM{i}")
-    latency.clear()
-    body, _ = pipeline.render()
-    assert cached() == 5
-    assert b"SYM0" not in body and b'symbol="SYM49"' in body
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for round_ in range(3):
+            for i in range(300):
+                positions.labels(symbol=f"SYM{round_}-{i}").set(i)
+                latency.labels(service=f"svc{round_}-{i}").observe(0.1)
+            pipeline.render()
+            assert all(s.attributes.line for s in positions.series())  # cached on the series itself
+            positions.clear()
+            latency.clear()
+        body, _ = pipeline.render()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert b"SYM0" not in body
+    # 1800 series created and removed; what stays is not per series (< 20 B each).
+    assert grown < 1800 * 20, grown
 
 
 def test_repeated_scrapes_reuse_cached_line_text():
     latency = REGISTRY.by_attr("api_latency_seconds")
-    latency.labels(service="claude").observe(0.3)
+    series = latency.labels(service="claude")
+    series.observe(0.3)
     pipeline = get_pipeline()
     pipeline.render()
-    [family] = [f for f in pipeline._exposition._families.values() if f.kind == "histogram"]
-    [entry] = family.series.values()
-    template = entry.prefixes[0]
-    latency.labels(service="claude").observe(0.7)
+    template = series.attributes.line[3]
+    series.observe(0.7)
     body, _ = pipeline.render()
-    assert entry.prefixes[0] is template  # not rebuilt for a series that only changed value
+    assert series.attributes.line[3] is template  # not rebuilt for a series that only changed value
     assert b'tinywindow_api_latency_seconds_count{service="claude"} 2.0' in body
-    assert exposition_module.Exposition is type(pipeline._exposition)

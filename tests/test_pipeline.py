@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from helpers import fetch, sample_value
+from helpers import fetch, parse_all, sample_value
 from tinywindow_otel import catalog
 from tinywindow_otel.catalog import CATALOG, Kind
 from tinywindow_otel.metrics import REGISTRY
+
+RUNTIME_FAMILIES = {
+    "process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+    "process_open_fds", "process_max_fds", "process_start_time_seconds", "python_gc_objects_collected_total",
+    "python_gc_objects_uncollectable_total", "python_gc_collections_total", "python_info",
+}
 
 
 def record_one_of_each() -> None:
@@ -30,7 +36,7 @@ def test_every_catalog_metric_is_exposed_with_its_type_and_labels(scrape_metrics
         for sample in family.samples:
             label_names = set(sample.labels) - {"le"}
             assert label_names == set(spec.labels), (spec.name, sample)
-    extra = set(families) - {spec.exposed_name for spec in CATALOG}
+    extra = set(families) - {spec.exposed_name for spec in catalog.ALL_METRICS}
     assert all(name.startswith(catalog.SELF_PREFIX) for name in extra), extra
 
 
@@ -43,7 +49,8 @@ def test_no_scope_labels_target_info_or_unit_suffixes(server):
     for line in text.splitlines():
         if line.startswith("# TYPE"):
             name = line.split()[2]
-            assert name in catalog.BY_EXPOSED_NAME, f"unexpected family {name}"
+            known = name in catalog.BY_EXPOSED_NAME or name in RUNTIME_FAMILIES or name == catalog.BUILD_INFO.name
+            assert known, f"unexpected family {name}"
 
 
 def test_histogram_buckets_are_the_catalog_boundaries(scrape_metrics):
@@ -69,8 +76,40 @@ def test_negative_pnl_is_kept_sum_is_net_and_count_is_trades(scrape_metrics):
         assert sample_value(families, "tinywindow_trade_pnl_usd_bucket", le=le) == expected, le
 
 
-def test_a_scrape_with_nothing_recorded_is_empty_and_valid(scrape_metrics):
-    assert scrape_metrics() == {}
+def test_a_fresh_scrape_shows_every_family_unlabelled_counters_at_zero_and_no_invented_gauge(server):
+    text = fetch(server.url)
+    families = parse_all(text)  # every family, samples or not
+    for spec in catalog.ALL_METRICS:
+        samples = families[spec.exposed_name].samples
+        assert families[spec.exposed_name].type == spec.prometheus_type, spec.name
+        if spec.labels or spec.kind is Kind.GAUGE:
+            assert samples == [], spec.name  # no label set known yet; a gauge has no value yet
+        else:
+            assert samples and all(s.value == 0 for s in samples), spec.name
+    assert RUNTIME_FAMILIES <= set(families)
+
+
+def test_initialise_creates_known_label_sets_at_zero(scrape_metrics):
+    REGISTRY.by_attr("trades_total").initialise({"status": "filled", "symbol": "BTC/USDT"}, ("rejected", "ETH/USDT"))
+    families = scrape_metrics()
+    assert sample_value(families, "tinywindow_trades_total", status="filled", symbol="BTC/USDT") == 0
+    assert sample_value(families, "tinywindow_trades_total", status="rejected", symbol="ETH/USDT") == 0
+
+
+def test_runtime_metrics_can_be_switched_off(monkeypatch):
+    import tinywindow_otel
+    from tinywindow_otel.testing import reset
+
+    monkeypatch.setenv("TINYWINDOW_OTEL_RUNTIME_METRICS", "false")
+    reset()
+    try:
+        with tinywindow_otel.MetricsServer(port=0) as server:
+            text = fetch(server.url)
+        assert "process_" not in text and "python_gc" not in text
+        assert "# TYPE tinywindow_trades_total counter" in text
+    finally:
+        monkeypatch.delenv("TINYWINDOW_OTEL_RUNTIME_METRICS")
+        reset()
 
 
 def test_removed_series_disappear(scrape_metrics):

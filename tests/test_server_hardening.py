@@ -263,3 +263,35 @@ def test_gzip_when_the_scraper_asks_for_it(server):
     assert "Content-Encoding" not in refused.headers
     head = requests.head(server.url, headers={"Accept-Encoding": "gzip"}, timeout=5)
     assert head.headers["Content-Encoding"] == "gzip" and head.content == b""
+
+
+def test_when_every_slot_is_answering_a_new_connection_is_refused_at_once():
+    from tinywindow_otel.pipeline import get_pipeline
+
+    record_something()
+    results: list = []
+
+    def scrape(url: str) -> None:
+        try:
+            results.append(requests.get(url, timeout=20).status_code)
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            results.append(exc)
+
+    with MetricsServer(port=0, max_connections=2) as server:
+        scrapers = [threading.Thread(target=scrape, args=(server.url,)) for _ in range(2)]
+        with get_pipeline()._scrape_lock:  # the lock every render takes: both scrapes wait inside it
+            for thread in scrapers:
+                thread.start()
+            wait_until(lambda: handler_threads() == 2, timeout=10, what="two scrapes in flight")
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as third:
+                third.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                try:
+                    refused = third.recv(1) == b""
+                except ConnectionResetError:
+                    refused = True
+            assert refused and time.monotonic() - started < 3, "a third connection must be closed, not queued"
+        for thread in scrapers:
+            thread.join(timeout=20)
+        assert results == [200, 200]
+        assert requests.get(server.url, timeout=5).status_code == 200

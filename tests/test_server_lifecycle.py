@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import selectors
@@ -49,7 +50,7 @@ def test_stop_while_a_scrape_is_in_flight():
         except Exception as exc:  # noqa: BLE001 - asserted below
             result["error"] = exc
 
-    scrape_lock = get_pipeline()._scrape_lock
+    scrape_lock = get_pipeline().scrape_lock
     with scrape_lock:  # the real lock every scrape takes: the scrape blocks inside render()
         scraper = threading.Thread(target=scrape)
         scraper.start()
@@ -121,14 +122,15 @@ def stop_demo(process: subprocess.Popen) -> tuple[int, str, str]:
 def test_sigterm_stops_the_demo_cleanly():
     process, url = start_demo()
     try:
-        families = wait_until(lambda: parse(fetch(url)), timeout=20, what="the demo's /metrics")
+        families = wait_until(lambda: (lambda f: "tinywindow_trades_total" in f and f)(parse(fetch(url))),
+                              timeout=20, what="the demo's /metrics")
         assert "tinywindow_trades_total" in families
         # SIGTERM while a scrape is being served.
         def keep_scraping() -> None:
             try:
                 for _ in range(20):
                     fetch(url)
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass  # the process is going away; only its exit status matters here
 
         inflight = threading.Thread(target=keep_scraping, daemon=True)

@@ -6,8 +6,10 @@
     trades_total.labels(status="filled", symbol="BTC/USDT").inc()
     trade_pnl_usd.observe(-120.5)   # losses are kept
 
-Metric objects are named as in the seed document (the metric name without
+Metric objects are named after the catalog's metrics (the metric name without
 ``tinywindow_``); their definitions live in ``tinywindow_otel.catalog``.
+Declare your own with ``Counter(name, documentation, labelnames)``,
+``Gauge(...)`` and ``Histogram(..., buckets=...)``.
 """
 
 __version__ = "0.1.0"
@@ -15,7 +17,7 @@ __version__ = "0.1.0"
 from typing import TypeVar as _TypeVar  # noqa: E402
 
 from .metrics import REGISTRY as _REGISTRY  # noqa: E402
-from .metrics import Counter, Gauge, Histogram  # noqa: E402
+from .metrics import Counter, Gauge, Histogram, MetricRegistry  # noqa: E402
 from .config import ConfigurationError, MissingExtraError  # noqa: E402
 from .pipeline import configure, force_flush, shutdown  # noqa: E402  (importing it also arms the lazy pipeline)
 from .server import MetricsServer, MetricsServerError  # noqa: E402
@@ -71,10 +73,12 @@ STATE_METRIC_NAMES = (
     "last_trade_timestamp_seconds", "last_decision_timestamp_seconds",
 )
 
+REGISTRY = _REGISTRY
+
 from .decorators import agent_decision, api_call, trade  # noqa: E402
 
 __all__ = [
-    "Counter", "Gauge", "Histogram", "MetricsServer", "MetricsServerError", "shutdown",
+    "Counter", "Gauge", "Histogram", "MetricRegistry", "REGISTRY", "MetricsServer", "MetricsServerError", "shutdown",
     "make_asgi_app", "make_wsgi_app",
     "agent_decision", "api_call", "trade",
     "configure", "force_flush", "ConfigurationError", "MissingExtraError",

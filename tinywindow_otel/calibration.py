@@ -26,13 +26,17 @@ bounded however many decisions never lead to a trade.
 from __future__ import annotations
 
 import math
+import os
 import threading
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from itertools import count
 from time import monotonic
 
-from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
+from ._internal.selfmetrics import default_drops as _drops
+from ._internal.series import check_number as _check_number
+from .metrics import REGISTRY, MetricRegistry
 
 __all__ = ["CONFIDENCE_BUCKETS", "CalibrationTracker", "confidence_bucket"]
 
@@ -44,6 +48,22 @@ CONFIDENCE_BUCKETS = tuple(f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10)
 DEFAULT_WINDOW = 500
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600.0  # swing trades close within days; older decisions are noise
 DEFAULT_MAX_PENDING = 50_000  # ~100 bytes each: a few MB at most
+
+
+# Every tracker alive: a forked child gets fresh locks and no pending decisions
+# (a parent thread may hold a lock at fork time; the parent's ids are not the child's).
+_TRACKERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for tracker in list(_TRACKERS):
+        tracker._lock = threading.Lock()
+        tracker._pending = OrderedDict()
+        tracker._errors = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def confidence_bucket(confidence: float) -> str:
@@ -72,6 +92,7 @@ class CalibrationTracker:
         self._lock = threading.Lock()
         self._pending: OrderedDict[Hashable, tuple[str, float, float]] = OrderedDict()
         self._errors: dict[str, deque[float]] = {}
+        _TRACKERS.add(self)
 
     def __len__(self) -> int:
         """Decisions waiting for an outcome."""
@@ -142,6 +163,12 @@ class CalibrationTracker:
                 return
             del pending[oldest_id]
             self._expired.labels(agent).inc()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a new lock (a parent thread may have held it) and none of the parent's decisions."""
+        self._lock = threading.Lock()
+        self._pending = OrderedDict()
+        self._errors = {}
 
     def reset(self) -> None:
         """Forget pending decisions and Brier windows (the counters stay)."""

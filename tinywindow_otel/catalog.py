@@ -251,6 +251,13 @@ CALIBRATION_METRICS: tuple[MetricSpec, ...] = (
                ("agent",), "{decision}"),
 )
 
+# Held by the OpenTelemetry SDK itself, not the facade: the SDK hands a
+# collection to its exporters only when it holds a point of its own.
+BUILD_INFO = MetricSpec(
+    "tinywindow_otel_build_info", G, "Always 1; the version label is the reporting tinywindow-otel version.",
+    ("version",), "",
+)
+
 ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + STATE_METRICS + SELF_METRICS
 ALL_METRICS += EXECUTION_METRICS + EXCHANGE_METRICS + GEN_AI_METRICS + CALIBRATION_METRICS
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}

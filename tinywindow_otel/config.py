@@ -21,6 +21,9 @@ Environment variables (all optional; code arguments win over them):
 ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``        the OTLP resource
 ``TINYWINDOW_OTEL_SHUTDOWN_TIMEOUT``                       bound on ``shutdown()``, ms
                                                            (default 5000)
+``TINYWINDOW_OTEL_RUNTIME_METRICS``                        ``true`` (default) / ``false``:
+                                                           ``process_*`` and ``python_*``
+``OTEL_SDK_DISABLED``                                      ``true``: no /metrics, no OTLP
 =========================================================  =================================
 
 Durations are milliseconds everywhere, as the OTel specification says (the
@@ -30,12 +33,23 @@ seconds; this module passes the timeout explicitly, so the spec's unit holds).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 
 _log = logging.getLogger("tinywindow_otel")
 
@@ -55,6 +69,13 @@ DEFAULT_EXPORT_TIMEOUT_MS = 30_000.0
 DEFAULT_SHUTDOWN_TIMEOUT_MS = 5_000.0
 
 SHUTDOWN_TIMEOUT_ENV = "TINYWINDOW_OTEL_SHUTDOWN_TIMEOUT"
+RUNTIME_METRICS_ENV = "TINYWINDOW_OTEL_RUNTIME_METRICS"
+# Below this, periodic export would busy a core (0.001 ms measured 664
+# exports/s): a typo in OTEL_METRIC_EXPORT_INTERVAL must not do that.
+MIN_EXPORT_INTERVAL_MS = 100.0
+# One process-wide identity: a pipeline rebuilt by configure() reports as the
+# same instance (a collector keeps one series, deltas continue).
+_INSTANCE_IDS: dict[int, str] = {}
 
 
 class ConfigurationError(ValueError):
@@ -81,6 +102,8 @@ class Settings:
     service_name: str = DEFAULT_SERVICE_NAME
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
     shutdown_timeout_millis: float = DEFAULT_SHUTDOWN_TIMEOUT_MS
+    runtime_metrics: bool = True
+    sdk_disabled: bool = False
 
     @property
     def otlp(self) -> bool:
@@ -111,6 +134,15 @@ class Settings:
 
         exporters = _parse_exporters(*(("exporters", given["exporters"]) if "exporters" in given
                                        else pick("OTEL_METRICS_EXPORTER") or ("OTEL_METRICS_EXPORTER", "prometheus")))
+        found = pick("OTEL_SDK_DISABLED")
+        sdk_disabled = _parse_bool(*found) if found else False
+        if sdk_disabled:
+            exporters = ()  # the whole SDK, both ways: not a /metrics without OTLP or half a pipeline
+        if "runtime_metrics" in given:
+            runtime_metrics = _parse_bool("runtime_metrics", given["runtime_metrics"])
+        else:
+            found = pick(RUNTIME_METRICS_ENV)
+            runtime_metrics = _parse_bool(*found) if found else True
 
         if "protocol" in given:
             protocol = _check_choice("protocol", given["protocol"], PROTOCOLS)
@@ -141,6 +173,10 @@ class Settings:
             _log.warning("OTLP export timeout is %g ms: OTEL_EXPORTER_OTLP_TIMEOUT is in milliseconds "
                          "(did you mean %g s?)", timeout, timeout)
         interval = millis("export_interval_millis", ("OTEL_METRIC_EXPORT_INTERVAL",), DEFAULT_EXPORT_INTERVAL_MS)
+        if interval < MIN_EXPORT_INTERVAL_MS:
+            source = "export_interval_millis" if "export_interval_millis" in given else "OTEL_METRIC_EXPORT_INTERVAL"
+            raise ConfigurationError(f"{source}={interval:g} is below the minimum of {MIN_EXPORT_INTERVAL_MS:g} ms "
+                                     f"(the value is in milliseconds; the default is {DEFAULT_EXPORT_INTERVAL_MS:g})")
         export_timeout = millis("export_timeout_millis", ("OTEL_METRIC_EXPORT_TIMEOUT",), DEFAULT_EXPORT_TIMEOUT_MS)
         shutdown_timeout = millis("shutdown_timeout_millis", (SHUTDOWN_TIMEOUT_ENV,), DEFAULT_SHUTDOWN_TIMEOUT_MS)
 
@@ -165,14 +201,14 @@ class Settings:
             exporters=exporters, protocol=protocol, endpoint=endpoint, headers=headers,
             timeout_millis=timeout, export_interval_millis=interval, export_timeout_millis=export_timeout,
             temporality=temporality, service_name=service_name, resource_attributes=attributes,
-            shutdown_timeout_millis=shutdown_timeout,
+            shutdown_timeout_millis=shutdown_timeout, runtime_metrics=runtime_metrics, sdk_disabled=sdk_disabled,
         )
 
     def resource_attrs(self, forked: bool = False) -> dict[str, object]:
         """The resource for this process: service name, user attributes, and who is reporting.
 
-        ``service.instance.id`` is a fresh UUID per process (a forked child
-        gets its own), unless the user set one, in which case a forked
+        ``service.instance.id`` is a UUID per process (the same for every
+        pipeline the process builds; a forked child gets its own), unless the user set one, in which case a forked
         child's is suffixed with ``-<pid>``: parent and children never share
         an identity, so a collector keeps their series apart.
         """
@@ -183,7 +219,7 @@ class Settings:
         if configured:
             attrs["service.instance.id"] = f"{configured}-{pid}" if forked else configured
         else:
-            attrs["service.instance.id"] = str(uuid.uuid4())
+            attrs["service.instance.id"] = _INSTANCE_IDS.setdefault(pid, str(uuid.uuid4()))
         return attrs
 
     def with_changes(self, **changes) -> Settings:
@@ -193,8 +229,19 @@ class Settings:
 _CONFIGURE_ARGS = {
     "exporters", "endpoint", "metrics_endpoint", "protocol", "headers", "timeout_millis",
     "export_interval_millis", "export_timeout_millis", "temporality", "service_name",
-    "resource_attributes", "shutdown_timeout_millis",
+    "resource_attributes", "shutdown_timeout_millis", "runtime_metrics",
 }
+
+
+def _parse_bool(source: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"{source}={value!r} is not a boolean (use true or false)")
 
 
 def _check_choice(source: str, value: str, choices: tuple[str, ...]) -> str:
@@ -269,8 +316,6 @@ def _resolve_endpoint(protocol: str, given: dict, pick) -> str:
 
 
 def _require(module: str, protocol: str):
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -293,17 +338,11 @@ _EXPORTER_MODULES = {
 
 
 def preferred_temporality(settings: Settings) -> dict:
-    """Per-instrument temporality for the OTLP exporter, as the OTel spec defines each preference."""
-    from opentelemetry.sdk.metrics import (
-        Counter,
-        Histogram,
-        ObservableCounter,
-        ObservableGauge,
-        ObservableUpDownCounter,
-        UpDownCounter,
-    )
-    from opentelemetry.sdk.metrics.export import AggregationTemporality
+    """Per-instrument temporality for the OTLP exporter, as the OTel spec defines each preference.
 
+    Applies to instruments created on the SDK provider; the facade's own
+    metrics follow the same preference through ``DeltaConverter``.
+    """
     cumulative, delta = AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA
     sums = {
         "cumulative": (cumulative, cumulative, cumulative),

@@ -23,12 +23,14 @@ import time
 import weakref
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
+from ._internal.selfmetrics import default_drops as _drops
+from ._internal.series import check_number as _check_number
 from .calibration import CalibrationTracker
-from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
+from .metrics import REGISTRY, MetricRegistry
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
-                   PortfolioState, PortfolioTracker, change_pct, drawdown_pct, is_finite_number, leverage_ratio,
-                   win_rate_pct)
+                   PortfolioState, PortfolioTracker, is_finite_number, leverage_ratio, win_rate_pct)
 
 UNKNOWN_ERROR_TYPE = "unknown"
 
@@ -44,8 +46,8 @@ _RECORDERS: weakref.WeakSet = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     # Runs in the child before any other code: only plain attribute resets, no
     # metric calls (their locks may still be held by a parent thread here).
-    global _RISK_GAUGES_LOCK
-    _RISK_GAUGES_LOCK = threading.Lock()
+    global _PORTFOLIO_GAUGES_LOCK
+    _PORTFOLIO_GAUGES_LOCK = threading.Lock()
     for recorder in list(_RECORDERS):
         recorder._after_fork_in_child()
 
@@ -208,30 +210,75 @@ class TradingExporter(_Recorder):
 
     def _apply_state(self, wins: int, losses: int, last: float | None) -> None:
         with self._lock:
-            self.wins, self.losses, self.last_trade_time = wins, losses, last
+            self.wins, self.losses = wins, losses
             rate = win_rate_pct(wins, losses)
             if rate is not None:
                 self._win_rate.set(rate)
-            if last is not None:
+            else:
+                self._win_rate.clear()  # no decided trade: no win rate, not the one before the restore
+            # A heartbeat is the latest time known, restored or recorded since start.
+            if last is not None and (self.last_trade_time is None or last > self.last_trade_time):
+                self.last_trade_time = last
                 self._last_trade.set(last)
 
 
-class _RiskGauges(_Recorder):
-    """The one writer of the four risk gauges of a registry.
+class _PortfolioGauges(_Recorder):
+    """The one writer of a registry's position gauges and its four risk gauges.
 
-    Values come from two sources: derived by a :class:`PortfolioExporter`, or
+    Positions: the published snapshot (``publish``) replaces the previous one
+    under one lock, whichever exporter or thread publishes it. Risk gauges:
+    values come from two sources, derived by a :class:`PortfolioExporter` or
     set explicitly through :class:`RiskExporter` (a risk engine). Once a gauge
-    is set explicitly it is owned by that source until ``reset()``: the
-    derived value no longer overwrites it, so the gauge never flips between two
-    answers from one scrape to the next.
+    is set explicitly it is owned by that source until ``reset_owners()``: the
+    derived value no longer overwrites it, so the gauge never flips between
+    two answers from one scrape to the next.
     """
 
-    GAUGES = ("drawdown_pct", "daily_pnl_pct", "leverage_ratio", "portfolio_var_95")
+    RISK_GAUGES = ("drawdown_pct", "daily_pnl_pct", "leverage_ratio", "portfolio_var_95")
 
     def __init__(self, registry: MetricRegistry) -> None:
         super().__init__()
-        self.gauges = {attr: registry.by_attr(attr) for attr in self.GAUGES}
+        self.gauges = {attr: registry.by_attr(attr) for attr in self.RISK_GAUGES}
+        self.positions = registry.by_attr("active_positions")
+        self.notional = registry.by_attr("position_notional_usd")
         self.explicit: set[str] = set()
+        # label value -> (size, notional or None): what this process recorded, for export_state().
+        self.snapshot: dict[str, tuple[float, float | None]] = {}
+        # The symbols on /metrics, to remove when absent from the next snapshot (kept across a fork:
+        # the child's next snapshot still replaces the inherited series).
+        self.published: set[str] = set()
+
+    # -- positions ----------------------------------------------------------------
+
+    def publish(self, snapshot: dict[str, tuple[float, float | None]]) -> None:
+        with self._lock:
+            # Series are looked up under the lock: another thread's update
+            # cannot remove one between our lookup and our set.
+            for key, (size, notional) in snapshot.items():
+                self.positions.labels(symbol=key).set(size)
+                self._set_notional(key, notional)
+            for key in self.published - snapshot.keys():
+                self.positions.remove(key)
+                self.notional.remove(key)
+            self.snapshot, self.published = snapshot, set(snapshot)
+
+    def _set_notional(self, key: str, notional: float | None) -> None:
+        if notional is None:
+            self.notional.remove(key)
+        elif math.isfinite(notional):
+            self.notional.labels(symbol=key).set(notional)
+        else:  # an overflowing size * price: no value rather than a stale one
+            _drops.dropped(self.notional.name, "nan" if notional != notional else "inf", notional)
+            self.notional.remove(key)
+
+    def export_positions(self) -> tuple[dict[str, float], dict[str, float]]:
+        with self._lock:
+            items = list(self.snapshot.items())
+        positions = {key: size for key, (size, _) in items if math.isfinite(size)}
+        notionals = {key: notional for key, (_, notional) in items if notional is not None and math.isfinite(notional)}
+        return positions, notionals
+
+    # -- risk gauges ----------------------------------------------------------------
 
     def set_explicit(self, attr: str, value: float) -> None:
         gauge = self.gauges[attr]
@@ -257,23 +304,25 @@ class _RiskGauges(_Recorder):
             else:
                 gauge.set(value)
 
-    def reset(self) -> None:
+    def reset_owners(self) -> None:
         with self._lock:
             self.explicit.clear()
 
-    def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # which source owns a gauge is configuration: it stays
+    def _forget(self) -> None:
+        # In a forked child: the positions are the parent's. Which source owns a risk gauge is
+        # configuration, and the published symbols are still on this registry: both stay.
+        self.snapshot = {}
 
 
-_RISK_GAUGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_RISK_GAUGES_LOCK = threading.Lock()
+_PORTFOLIO_GAUGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PORTFOLIO_GAUGES_LOCK = threading.Lock()
 
 
-def _risk_gauges(registry: MetricRegistry) -> _RiskGauges:
-    with _RISK_GAUGES_LOCK:
-        gauges = _RISK_GAUGES.get(registry)
+def _portfolio_gauges(registry: MetricRegistry) -> _PortfolioGauges:
+    with _PORTFOLIO_GAUGES_LOCK:
+        gauges = _PORTFOLIO_GAUGES.get(registry)
         if gauges is None:
-            gauges = _RISK_GAUGES[registry] = _RiskGauges(registry)
+            gauges = _PORTFOLIO_GAUGES[registry] = _PortfolioGauges(registry)
         return gauges
 
 
@@ -303,15 +352,14 @@ class PortfolioExporter(_Recorder):
         super().__init__()
         self._value = registry.by_attr("portfolio_value_usd")
         self._unrealized = registry.by_attr("unrealized_pnl_usd")
-        self._positions = registry.by_attr("active_positions")
-        self._notional = registry.by_attr("position_notional_usd")
-        self._risk = _risk_gauges(registry)
+        self._gauges = _portfolio_gauges(registry)
+        self._positions = self._gauges.positions
+        self._notional = self._gauges.notional
+        self._risk = self._gauges
         self.var_method = var_method
         self.var_min_samples = var_min_samples
         self._tracker_options = {"window": var_window, "return_interval_s": return_interval_s}
         self.tracker = PortfolioTracker(state, **self._tracker_options)
-        # The published snapshot: label value -> (size, notional or None).
-        self._snapshot: dict[str, tuple[float, float | None]] = {}
 
     def update_portfolio(
         self,
@@ -355,15 +403,7 @@ class PortfolioExporter(_Recorder):
         with self._lock:
             self._value.set(value)
             self._unrealized.set(unrealized_pnl)
-            # Series are looked up under the lock: another thread's update
-            # cannot remove one between our lookup and our set.
-            for key, (size, notional) in snapshot.items():
-                self._positions.labels(symbol=key).set(size)
-                self._set_notional(key, notional)
-            for key in self._snapshot.keys() - snapshot.keys():
-                self._positions.remove(key)
-                self._notional.remove(key)
-            self._snapshot = snapshot
+            self._gauges.publish(snapshot)
             if leverage is not None:
                 self._risk.set_given("leverage_ratio", leverage)
             elif (prices is not None or notionals is not None) and finite_value:
@@ -394,15 +434,6 @@ class PortfolioExporter(_Recorder):
                 result[symbol] = abs(notional)
         return result
 
-    def _set_notional(self, key: str, notional: float | None) -> None:
-        if notional is None:
-            self._notional.remove(key)
-        elif math.isfinite(notional):
-            self._notional.labels(symbol=key).set(notional)
-        else:  # an overflowing size * price: no value rather than a stale one
-            _drops.dropped(self._notional.name, "nan" if notional != notional else "inf", notional)
-            self._notional.remove(key)
-
     def _set_leverage(self, notional_by_symbol: Mapping, sizes: Mapping, equity: float) -> None:
         missing = [symbol for symbol in sizes if symbol not in notional_by_symbol]
         if missing:
@@ -424,22 +455,19 @@ class PortfolioExporter(_Recorder):
                 self._risk.set_derived("portfolio_var_95", var)
 
     def reset(self) -> None:
-        """Forget the peak, day-start value, returns window and position snapshot; risk gauges derived again."""
+        """Forget the peak, day-start value and returns window; risk gauges set via ``risk_exporter`` are derived again."""
         with self._lock:
             self._forget()
-        self._risk.reset()
+        self._gauges.reset_owners()
 
     def _forget(self) -> None:
         self.tracker = PortfolioTracker(**self._tracker_options)
-        self._snapshot = {}
 
     def export_state(self) -> dict:
         """Peak, day-start value, returns window and positions (JSON-serialisable, finite numbers only)."""
         with self._lock:
             data = self.tracker.state.to_dict()
-            data["positions"] = {key: size for key, (size, _) in self._snapshot.items() if math.isfinite(size)}
-            data["notionals"] = {key: notional for key, (_, notional) in self._snapshot.items()
-                                 if notional is not None and math.isfinite(notional)}
+        data["positions"], data["notionals"] = self._gauges.export_positions()
         return data
 
     def restore_state(self, state: str | bytes | Mapping) -> None:
@@ -467,13 +495,7 @@ class PortfolioExporter(_Recorder):
     def _apply_state(self, tracker_state: PortfolioState, snapshot: dict) -> None:
         with self._lock:
             self.tracker.load(tracker_state)
-            for key, (size, notional) in snapshot.items():
-                self._positions.labels(symbol=key).set(size)
-                self._set_notional(key, notional)
-            for key in self._snapshot.keys() - snapshot.keys():
-                self._positions.remove(key)
-                self._notional.remove(key)
-            self._snapshot = snapshot
+            self._gauges.publish(snapshot)
 
 
 class RiskExporter:
@@ -485,7 +507,7 @@ class RiskExporter:
     """
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        self._risk = _risk_gauges(registry)
+        self._risk = _portfolio_gauges(registry)
 
     def set_drawdown(self, pct: float) -> None:
         self._risk.set_explicit("drawdown_pct", pct)
@@ -546,37 +568,66 @@ class APIExporter:
             errors.inc()
 
 
+class BoundDecisions:
+    """One agent's series, looked up once (what ``agent_decision(agent)`` records into)."""
+
+    __slots__ = ("agent", "_key", "_exporter", "_decisions", "_confidence", "_confidence_name", "_heartbeat")
+
+    def __init__(self, exporter: AgentExporter, agent: str) -> None:
+        self.agent = agent
+        self._key = _label_key(agent)
+        self._exporter = exporter
+        self._decisions = exporter.decisions
+        self._confidence = exporter.confidence.labels(agent=agent)  # a bad agent label raises here
+        self._confidence_name = exporter.confidence.name
+        self._heartbeat = exporter.last_decision.labels(agent=agent)
+
+    def record(self, action: str, confidence: float) -> int | None:
+        """As ``AgentExporter.record_decision``; returns the decision's id for ``record_outcome``."""
+        number = _check_number(self._confidence_name, confidence, "confidence")
+        if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
+            raise ValueError(f"{self._confidence_name}: confidence must be in [0, 1], got {confidence!r:.80}")
+        decisions = self._decisions.labels(action=action, agent=self.agent)
+        now = time.time()
+        decisions.inc()
+        self._confidence.observe(confidence)
+        # One dict item set: atomic, so no lock on this hot path.
+        exporter = self._exporter
+        exporter.last_decision_times[self._key] = now
+        self._heartbeat.set(now)
+        return exporter.calibration.register(self.agent, confidence)
+
+
 class AgentExporter(_Recorder):
     """Agent decisions: count by action, the confidence distribution, and a heartbeat per agent."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
         super().__init__()
-        self._decisions = registry.by_attr("agent_decisions_total")
-        self._confidence = registry.by_attr("agent_confidence")
-        self._last_decision = registry.by_attr("last_decision_timestamp_seconds")
+        self.decisions = registry.by_attr("agent_decisions_total")
+        self.confidence = registry.by_attr("agent_confidence")
+        self.last_decision = registry.by_attr("last_decision_timestamp_seconds")
         self.last_decision_times: dict[str, float] = {}
         self.calibration = CalibrationTracker(registry)
 
-    def prepare(self, agent: str) -> None:
-        """Create the agent's confidence series now (raises for a bad label)."""
-        self._confidence.labels(agent=agent)
+    def bind(self, agent: str) -> BoundDecisions:
+        """The agent's series, created now (raises for a bad label)."""
+        return BoundDecisions(self, agent)
 
     def record_decision(self, agent: str, action: str, confidence: float) -> int | None:
         """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``.
 
         Returns the decision's id for :meth:`record_outcome` (see ``calibration.py``).
         """
-        number = _check_number(self._confidence.name, confidence, "confidence")
+        number = _check_number(self.confidence.name, confidence, "confidence")
         if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
-            raise ValueError(f"{self._confidence.name}: confidence must be in [0, 1], got {confidence!r:.80}")
-        decisions = self._decisions.labels(action=action, agent=agent)
-        confidence_series = self._confidence.labels(agent=agent)
-        heartbeat = self._last_decision.labels(agent=agent)
+            raise ValueError(f"{self.confidence.name}: confidence must be in [0, 1], got {confidence!r:.80}")
+        decisions = self.decisions.labels(action=action, agent=agent)
+        confidence_series = self.confidence.labels(agent=agent)
+        heartbeat = self.last_decision.labels(agent=agent)
         now = time.time()
         decisions.inc()
         confidence_series.observe(confidence)
-        # One dict item set: atomic, so no lock on this hot path.
-        self.last_decision_times[_label_key(agent)] = now
+        self.last_decision_times[_label_key(agent)] = now  # one dict item set: atomic, no lock on this hot path
         heartbeat.set(now)
         return self.calibration.register(agent, confidence)
 
@@ -591,6 +642,10 @@ class AgentExporter(_Recorder):
     def _forget(self) -> None:
         self.last_decision_times = {}
 
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self.calibration.after_fork_in_child()
+
     def export_state(self) -> dict:
         """Last decision time per agent (JSON-serialisable)."""
         with self._lock:
@@ -603,16 +658,21 @@ class AgentExporter(_Recorder):
     def _parse_state(data: dict) -> tuple[dict[str, float]]:
         _check_fields(data, {"last_decision_times"}, "agent state")
         times = data.get("last_decision_times") or {}
-        if not isinstance(times, Mapping) or not all(isinstance(k, str) for k in times):
+        if not isinstance(times, Mapping) or not all(
+                isinstance(k, str) and v is not None for k, v in times.items()):
             raise ValueError("agent state: last_decision_times must map agent names to times")
-        return ({agent: _timestamp(t, f"agent state: last decision time of {agent!r:.80}")
-                 for agent, t in times.items()},)
+        parsed: dict[str, float] = {}
+        for agent, t in times.items():
+            parsed[agent] = _timestamp(t, f"agent state: last decision time of {agent!r:.80}") or 0.0  # not None: checked
+        return (parsed,)
 
     def _apply_state(self, times: dict[str, float]) -> None:
         with self._lock:
+            # A heartbeat is the latest time known, restored or recorded since start.
             for agent, t in times.items():
-                self._last_decision.labels(agent=agent).set(t)
-            self.last_decision_times = dict(times)
+                if t > self.last_decision_times.get(agent, -1.0):
+                    self.last_decision.labels(agent=agent).set(t)
+                    self.last_decision_times[agent] = t
 
 
 class SafetyExporter(_Recorder):
@@ -685,12 +745,15 @@ class SafetyExporter(_Recorder):
         return parsed[0], parsed[1]
 
     def _apply_state(self, breakers: dict[str, bool], kill_switches: dict[str, bool]) -> None:
+        # Merged by name: a breaker or kill switch this process has set since start and the
+        # document does not name keeps its state.
         with self._lock:
             for reason, is_open in breakers.items():
                 self._open.labels(reason=reason).set(1 if is_open else 0)
             for mode, engaged in kill_switches.items():
                 self._engaged.labels(mode=mode).set(1 if engaged else 0)
-            self.breakers, self.kill_switches = breakers, kill_switches
+            self.breakers = {**self.breakers, **breakers}
+            self.kill_switches = {**self.kill_switches, **kill_switches}
 
 
 trading_exporter = TradingExporter()
@@ -700,8 +763,14 @@ api_exporter = APIExporter()
 agent_exporter = AgentExporter()
 safety_exporter = SafetyExporter()
 
-_STATE_PARTS = {"trading": trading_exporter, "portfolio": portfolio_exporter,
+_STATE_PARTS: dict[str, Any] = {"trading": trading_exporter, "portfolio": portfolio_exporter,
                 "agents": agent_exporter, "safety": safety_exporter}
+
+
+def reset() -> None:
+    """Forget the derived state of every default recorder (tally, peak, breakers, heartbeats, risk gauge owners)."""
+    for recorder in (trading_exporter, portfolio_exporter, agent_exporter, safety_exporter):
+        recorder.reset()
 
 
 def export_state() -> dict:
@@ -741,7 +810,7 @@ def restore_state(state: str | bytes | Mapping) -> None:
 
 
 __all__ = [
-    "APIExporter", "AgentExporter", "BoundAPICall", "PortfolioExporter", "RiskExporter", "SafetyExporter",
+    "APIExporter", "AgentExporter", "BoundAPICall", "BoundDecisions", "PortfolioExporter", "RiskExporter", "SafetyExporter",
     "TRADE_STATUSES", "TradingExporter", "agent_exporter", "api_exporter", "check_trade", "export_state",
-    "portfolio_exporter", "restore_state", "risk_exporter", "safety_exporter", "trading_exporter",
+    "portfolio_exporter", "reset", "restore_state", "risk_exporter", "safety_exporter", "trading_exporter",
 ]

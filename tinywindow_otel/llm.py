@@ -20,7 +20,7 @@ Each call records (``catalog.GEN_AI_METRICS``):
 - ``gen_ai.client.operation.time_to_first_chunk`` for streams;
 - ``tinywindow_llm_cost_usd_total{provider,model}`` from :data:`prices`,
   cache reads and writes at their own price;
-- the seed's ``tinywindow_api_requests_total`` / ``_latency_seconds`` /
+- ``tinywindow_api_requests_total`` / ``_latency_seconds`` /
   ``_errors_total`` with ``service`` = the provider, so the API panels still
   count the call.
 
@@ -31,14 +31,18 @@ tokens but no cost, counted as dropped with reason ``no_price``.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
 from .decorators import Instrument, _is_error, _Probe
-from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
+from ._internal.selfmetrics import default_drops as _drops
+from ._internal.series import check_number as _check_number
+from .metrics import REGISTRY, MetricRegistry
 
 __all__ = ["DEFAULT_PRICES", "LLMCall", "Price", "PriceTable", "Usage", "llm_call", "prices", "read_usage"]
 
@@ -86,6 +90,18 @@ DEFAULT_PRICES: dict[tuple[str, str], Price] = {
 }
 
 
+_TABLES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for table in list(_TABLES):  # a parent thread may have held the lock at fork time
+        table._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class PriceTable:
     """(provider, model) -> :class:`Price`. A model matches its longest priced prefix.
 
@@ -97,6 +113,7 @@ class PriceTable:
         self._lock = threading.Lock()
         self._table: dict[tuple[str, str], Price] = {}
         self._resolved: dict[tuple[str, str], Price | None] = {}
+        _TABLES.add(self)
         for (provider, model), price in (DEFAULT_PRICES if table is None else table).items():
             self.set(provider, model, price)
 
@@ -237,10 +254,10 @@ def _usage_from(fields: Mapping[str, int]) -> Usage:
 class LLMCall:
     """The ``call`` in ``with llm_call(...) as call``: feed it the response or the stream's chunks."""
 
-    __slots__ = ("_t0", "first_chunk_at", "_fields", "error_type", "usage_override")
+    __slots__ = ("started_at", "first_chunk_at", "_fields", "error_type", "usage_override")
 
     def __init__(self) -> None:
-        self._t0 = perf_counter()
+        self.started_at = perf_counter()  # perf_counter() readings; adjustable to replay recorded timings
         self.first_chunk_at: float | None = None
         self._fields: dict[str, int] | None = None
         self.error_type: str | None = None
@@ -334,7 +351,7 @@ class _LLMProbe(_Probe):
         call.chunk(value)
 
     def finish(self, call: LLMCall, exc, result) -> None:
-        elapsed = perf_counter() - call._t0
+        elapsed = perf_counter() - call.started_at
         b = self._b
         operation, provider, model = b.key
         m = b.m
@@ -348,7 +365,7 @@ class _LLMProbe(_Probe):
             if exc is not None:
                 m.errors.labels(provider, error_type).inc()
         if call.first_chunk_at is not None:
-            m.ttfc.labels(operation, provider, model).observe(call.first_chunk_at - call._t0)
+            m.ttfc.labels(operation, provider, model).observe(call.first_chunk_at - call.started_at)
         if exc is None and result is not None and call._fields is None:
             call.record(result)
         usage = call.tokens

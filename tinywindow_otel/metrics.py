@@ -1,294 +1,103 @@
-"""The facade: prometheus_client-style metric objects built from the catalog.
+"""The facade: prometheus_client-style metrics, the catalog's and your own.
 
-Values are aggregated here, in plain Python objects guarded by a lock per
-series, exactly like prometheus_client does; OpenTelemetry reads them at
-collection time (see ``pipeline.py``). Keeping the aggregation in the facade
-is what lets the hot path cost what prometheus_client costs and lets the P&L
-histogram keep negative values (docs/decisions.md, ADR 1).
-
-    >>> from tinywindow_otel import trades_total, trade_pnl_usd
+    >>> from tinywindow_otel import trades_total, trade_pnl_usd, Counter
     >>> trades_total.labels(status="filled", symbol="BTC/USDT").inc()
     >>> trade_pnl_usd.observe(-120.5)
+    >>> orders = Counter("tinywindow_orders_open_total", "Open orders", ["symbol"])  # doctest: +SKIP
+
+Values are aggregated in the facade's own series (``_internal/series.py``);
+``_internal/producer.py`` turns them into OpenTelemetry ``MetricsData`` for
+/metrics and OTLP alike (docs/decisions.md, "Data flow").
+
+Every metric lives in a :class:`MetricRegistry`: the process-wide
+``REGISTRY`` holds one facade object per catalog entry plus the metrics you
+declare, with the same validation, series caps and self-metrics.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import sys
+import os
 import threading
-import time
-from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping
-from numbers import Real
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from operator import itemgetter
 
-from .catalog import ALL_METRICS, Kind, MetricSpec
+from ._internal import labels as _labels
+from ._internal.labels import MAX_LABEL_VALUE_LENGTH, RESERVED_REPLACEMENT
+from ._internal.selfmetrics import OVERFLOW_LABEL_VALUE, DropReporter, default_drops
+from ._internal.series import Attributes, CounterSeries, GaugeSeries, HistogramSeries, Series, check_number
+from ._internal.wrapper import count_exceptions as _count_exceptions
+from ._internal.wrapper import time_histogram as _time_histogram
+from .catalog import ALL_METRICS, DEFAULT_MAX_SERIES, Kind, MetricSpec
 
-_log = logging.getLogger("tinywindow_otel")
+__all__ = [
+    "Counter", "Gauge", "Histogram", "MetricRegistry", "REGISTRY", "DEFAULT_BUCKETS",
+    "CounterSeries", "GaugeSeries", "HistogramSeries", "OVERFLOW_LABEL_VALUE", "MAX_LABEL_VALUE_LENGTH",
+    "RESERVED_REPLACEMENT", "check_number",
+]
 
-OVERFLOW_LABEL_VALUE = "__overflow__"
-# Label values longer than this are truncated (and counted): one runaway value
-# from a data feed must not make every scrape megabytes long.
-MAX_LABEL_VALUE_LENGTH = 256
-_INF = math.inf
-# Comparing against the largest float (not infinity) also rejects ints too
-# large to convert to float, at the same cost on the hot path.
-_MAX = sys.float_info.max
-# One log line per (metric, reason) at most this often: telemetry must not
-# flood the trading system's logs when a feed goes bad.
-_LOG_INTERVAL_S = 60.0
-
-
-class _DropReporter:
-    """Counts measurements the SDK dropped or folded, logging each kind rarely."""
-
-    def __init__(self) -> None:
-        self._last_logged: dict[tuple[str, str], float] = {}
-        self.registry: MetricRegistry | None = None
-
-    def dropped(self, metric: str, reason: str, value: object = None) -> None:
-        registry = self.registry
-        if registry is not None:
-            registry.get("tinywindow_otel_dropped_measurements_total").labels(metric, reason).inc()
-        self._log_rarely(metric, reason, "dropped a measurement of %s (%s): %.80r", metric, reason, value)
-
-    def sanitized(self, metric: str, label: str, reason: str) -> None:
-        registry = self.registry
-        if registry is not None:
-            registry.get("tinywindow_otel_label_values_sanitized_total").labels(metric, reason).inc()
-        self._log_rarely(metric, "label_" + reason, "%s: label %r had a value that is %s; it was rewritten",
-                         metric, label, reason.replace("_", " "))
-
-    def overflowed(self, metric: str, limit: int) -> None:
-        registry = self.registry
-        if registry is not None:
-            registry.get("tinywindow_otel_cardinality_overflow_total").labels(metric).inc()
-        self._log_rarely(
-            metric, "overflow",
-            "%s reached its limit of %d series; new label sets fold into the %s series",
-            metric, limit, OVERFLOW_LABEL_VALUE,
-        )
-
-    def _log_rarely(self, metric: str, reason: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        key = (metric, reason)
-        last = self._last_logged.get(key)
-        if last is None or now - last >= _LOG_INTERVAL_S:
-            self._last_logged[key] = now
-            _log.warning(msg, *args)
-
-
-_drops = _DropReporter()
-
-
-def _check_number(metric: str, value: object, what: str = "value") -> float:
-    """Return ``value`` as a float, raising TypeError for anything non-numeric.
-
-    Numbers beyond float range (huge ints, Fractions) become +-inf, which the
-    callers drop and count like any other infinity: that is data, not a bug.
-    """
-    if value.__class__ is float:  # the common case, without the ABC isinstance checks
-        return value  # type: ignore[return-value]
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{metric}: {what} must be a real number, got {type(value).__name__} {value!r}")
-    try:
-        return float(value)
-    except OverflowError:
-        return _INF if value > 0 else -_INF
-
-
-def _drop_reason(value: float) -> str:
-    return "nan" if math.isnan(value) else "inf"
-
-
-# --- series (bound children) -------------------------------------------------
-
-
-class _Series:
-    __slots__ = ("_lock", "_metric", "attributes", "label_values", "created_ns")
-
-    def __init__(self, metric: str, label_values: tuple[str, ...], attributes: dict[str, str]) -> None:
-        self._lock = threading.Lock()
-        self._metric = metric
-        self.label_values = label_values
-        self.attributes = attributes
-        self.created_ns = time.time_ns()
-
-
-class CounterSeries(_Series):
-    """One labelled counter series; what ``Counter.labels(...)`` returns."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, *args) -> None:
-        super().__init__(*args)
-        self._value = 0.0
-
-    def inc(self, amount: float = 1) -> None:
-        """Increment by ``amount`` (>= 0). NaN/inf are dropped and counted."""
-        cls = amount.__class__
-        # Fast path: an int or finite float >= 0 (NaN fails ``>= 0``).
-        if not ((cls is int or cls is float) and 0 <= amount <= _MAX):
-            value = _check_number(self._metric, amount, "increment")
-            if math.isnan(value) or math.isinf(value):
-                _drops.dropped(self._metric, _drop_reason(value), amount)
-                return
-            if value < 0:
-                raise ValueError(f"{self._metric}: counters can only be incremented by non-negative amounts, "
-                                 f"got {amount!r}")
-            amount = value
-        with self._lock:
-            total = self._value + amount
-            if total != _INF:
-                self._value = total
-                return
-        # A total beyond float range would pin the counter at +Inf for good.
-        _drops.dropped(self._metric, "overflow", amount)
-
-    def get(self) -> float:
-        return self._value
-
-    def count_exceptions(self, exception: type[BaseException] | tuple = Exception):
-        """Decorator / context manager: +1 per call raising ``exception`` (sync, async, generators)."""
-        from .decorators import count_exceptions
-        return count_exceptions(self, exception)
-
-    def _reset(self) -> None:
-        with self._lock:
-            self._value = 0.0
-        self.created_ns = time.time_ns()
-
-
-class GaugeSeries(_Series):
-    """One labelled gauge series; what ``Gauge.labels(...)`` returns."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, *args) -> None:
-        super().__init__(*args)
-        self._value = 0.0
-
-    def _finite(self, value: object) -> float | None:
-        cls = value.__class__
-        if (cls is float or cls is int) and -_MAX <= value <= _MAX:
-            return value  # type: ignore[return-value]
-        number = _check_number(self._metric, value)
-        if math.isnan(number) or math.isinf(number):
-            _drops.dropped(self._metric, _drop_reason(number), value)
-            return None
-        return number
-
-    def _add(self, amount: float) -> None:
-        with self._lock:
-            total = self._value + amount
-            if -_INF < total < _INF:
-                self._value = total
-                return
-        _drops.dropped(self._metric, "overflow", amount)
-
-    def set(self, value: float) -> None:
-        """Set to ``value``. NaN/inf are dropped (the previous value stays) and counted."""
-        number = self._finite(value)
-        if number is not None:
-            self._value = float(number)
-
-    def inc(self, amount: float = 1) -> None:
-        number = self._finite(amount)
-        if number is not None:
-            self._add(number)
-
-    def dec(self, amount: float = 1) -> None:
-        number = self._finite(amount)
-        if number is not None:
-            self._add(-number)
-
-    def get(self) -> float:
-        return self._value
-
-    def _reset(self) -> None:
-        self._value = 0.0
-
-
-class HistogramSeries(_Series):
-    """One labelled histogram series; what ``Histogram.labels(...)`` returns.
-
-    Buckets are OTel explicit buckets: bucket ``i`` counts values in
-    ``(bounds[i-1], bounds[i]]``, the last one values above every bound,
-    which is Prometheus' ``le`` semantics too. Negative values are kept.
-    """
-
-    __slots__ = ("_bounds", "_counts", "_sum", "_min", "_max")
-
-    def __init__(self, metric, label_values, attributes, bounds: tuple[float, ...]) -> None:
-        super().__init__(metric, label_values, attributes)
-        self._bounds = bounds
-        self._counts = [0] * (len(bounds) + 1)
-        self._sum = 0.0
-        self._min = _INF
-        self._max = -_INF
-
-    def observe(self, value: float) -> None:
-        """Record one observation. NaN/inf are dropped and counted."""
-        cls = value.__class__
-        if not ((cls is float or cls is int) and -_MAX <= value <= _MAX):
-            number = _check_number(self._metric, value)
-            if math.isnan(number) or math.isinf(number):
-                _drops.dropped(self._metric, _drop_reason(number), value)
-                return
-            value = number
-        index = bisect_left(self._bounds, value)
-        with self._lock:
-            total = self._sum + value
-            if -_INF < total < _INF:
-                self._counts[index] += 1
-                self._sum = total
-                if value < self._min:
-                    self._min = value
-                if value > self._max:
-                    self._max = value
-                return
-        # A sum beyond float range would make _sum (and any mean) +-Inf for good.
-        _drops.dropped(self._metric, "overflow", value)
-
-    def time(self):
-        """Decorator / context manager observing elapsed seconds (sync, async, generators)."""
-        from .decorators import time_histogram
-        return time_histogram(self)
-
-    def snapshot(self) -> tuple[list[int], float, float, float]:
-        """(bucket counts, sum, min, max), consistent with each other."""
-        with self._lock:
-            return list(self._counts), self._sum, self._min, self._max
-
-    def _reset(self) -> None:
-        with self._lock:
-            self._counts = [0] * (len(self._bounds) + 1)
-            self._sum = 0.0
-            self._min = _INF
-            self._max = -_INF
-        self.created_ns = time.time_ns()
-
-
-# --- metrics (families) --------------------------------------------------------
+# prometheus_client's default buckets, for a Histogram declared without any.
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_DEFAULT = object()
+# The names modules used before these moved to ``_internal`` (import them from there).
+_check_number = check_number
+_drops = default_drops
 
 
 class _Metric:
     """A metric family: ``labels()`` hands out cached series."""
 
-    _series_class: type[_Series]
+    _series_class: type[Series]
+    kind: Kind
 
-    def __init__(self, spec: MetricSpec, registry: MetricRegistry) -> None:
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = (), unit: str = "", *,
+                 namespace: str = "", subsystem: str = "", registry: MetricRegistry | None | object = _DEFAULT,
+                 max_series: int = DEFAULT_MAX_SERIES, buckets: Iterable[float] = ()) -> None:
+        """prometheus_client's signature; ``registry=None`` keeps the metric out of any registry."""
+        full = "_".join(part for part in (namespace, subsystem, name) if part)
+        _labels.check_metric_name(full)
+        if not isinstance(documentation, str):
+            raise TypeError(f"{full}: documentation must be a string, got {type(documentation).__name__}")
+        if not isinstance(unit, str):
+            raise TypeError(f"{full}: unit must be a string, got {type(unit).__name__}")
+        names = _labels.check_label_names(full, labelnames, histogram=self.kind is Kind.HISTOGRAM)
+        spec = MetricSpec(full, self.kind, documentation, names, unit, tuple(buckets),
+                          _labels.check_max_series(full, max_series))
+        target = REGISTRY if registry is _DEFAULT else registry
+        self._setup(spec, target if isinstance(target, MetricRegistry) else None)
+        if target is not None:
+            if not isinstance(target, MetricRegistry):
+                raise TypeError(f"{full}: registry must be a tinywindow_otel MetricRegistry, got {target!r}")
+            target.register(self)
+
+    @classmethod
+    def _from_spec(cls, spec: MetricSpec, registry: MetricRegistry | None) -> _Metric:
+        metric = cls.__new__(cls)
+        metric._setup(spec, registry)
+        return metric
+
+    def _setup(self, spec: MetricSpec, registry: MetricRegistry | None) -> None:
         self.spec = spec
         self.name = spec.name
-        self._labelnames = spec.labels
+        self.documentation = spec.description
+        self.labelnames = spec.labels
         self._registry = registry
-        self._children: dict[tuple, _Series] = {}
+        self.drops: DropReporter = registry.drops if registry is not None else default_drops
+        self._children: dict[tuple, Series] = {}
         self._lock = threading.Lock()
-        self._overflow: _Series | None = None
+        self._overflow: Series | None = None
         self.max_series = spec.max_series
+        n = len(spec.labels)
+        self._first_label = spec.labels[0] if n == 1 else None
+        self._key_of = itemgetter(*spec.labels) if n > 1 else None
+        self._new_default()
+
+    # Older code (and the domain recorders) read the declared names under this name.
+    @property
+    def _labelnames(self) -> tuple[str, ...]:
+        return self.labelnames
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} labels={list(self._labelnames)}>"
+        return f"<{type(self).__name__} {self.name} labels={list(self.labelnames)}>"
 
     def set_max_series(self, limit: int) -> None:
         """Cap the distinct label sets of this metric (the catalog sets a default).
@@ -298,13 +107,12 @@ class _Metric:
         ``tinywindow_otel_cardinality_overflow_total``. Lowering the cap below
         the current count keeps existing series; only new ones fold.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"{self.name}: max_series must be a positive int, got {limit!r}")
+        limit = _labels.check_max_series(self.name, limit)
         with self._lock:
             self.max_series = limit
 
     def labels(self, *values: object, **kwargs: object):
-        """Return the series for these label values (cached; create on first use).
+        """Return the series for these label values (cached; created on first use).
 
         Accepts either all values positionally, in declared order, or all by name.
         """
@@ -312,124 +120,125 @@ class _Metric:
             if values:
                 raise ValueError(f"{self.name}: pass label values either positionally or by name, not both")
             try:
-                values = tuple([kwargs[name] for name in self._labelnames])
+                if self._key_of is not None:
+                    values = self._key_of(kwargs)
+                else:
+                    values = (kwargs[self._first_label],)
             except KeyError:
                 raise self._label_error(kwargs) from None
-            if len(kwargs) != len(self._labelnames):
+            if len(kwargs) != len(self.labelnames):
                 raise self._label_error(kwargs)
         try:
             return self._children[values]
         except (KeyError, TypeError):  # new label set, or an unhashable value to report
             return self._new_child(values)
 
+    def initialise(self, *label_sets: Mapping[str, object] | Iterable[object]) -> None:
+        """Create these label sets now, so /metrics shows them (at 0) before anything is recorded.
+
+            trades_total.initialise({"status": "filled", "symbol": "BTC/USDT"}, ("rejected", "BTC/USDT"))
+        """
+        for label_set in label_sets:
+            if isinstance(label_set, Mapping):
+                self.labels(**label_set)
+            else:
+                self.labels(*label_set)
+
     def _label_error(self, given: dict) -> ValueError:
-        missing = [n for n in self._labelnames if n not in given]
-        unknown = [n for n in given if n not in self._labelnames]
+        missing = [n for n in self.labelnames if n not in given]
+        unknown = [n for n in given if n not in self.labelnames]
         parts = []
         if missing:
             parts.append(f"missing label(s) {', '.join(missing)}")
         if unknown:
-            parts.append(f"unknown label(s) {', '.join(unknown)}")
-        expected = ", ".join(self._labelnames) or "none"
+            parts.append(f"unknown label(s) {', '.join(map(str, unknown))}")
+        if self._first_label is None and self._key_of is None:
+            parts.append("this metric has no labels; call it directly")
+        expected = ", ".join(self.labelnames) or "none"
         return ValueError(f"{self.name}: {'; '.join(parts)} (expected: {expected})")
 
     def _canonical(self, values: tuple) -> tuple[str, ...]:
-        if not self._labelnames:
-            raise ValueError(f"{self.name}: this metric has no labels; call it directly instead of .labels()")
-        if len(values) != len(self._labelnames):
-            raise ValueError(
-                f"{self.name}: expected {len(self._labelnames)} label value(s) "
-                f"({', '.join(self._labelnames)}), got {len(values)}"
-            )
-        canonical = []
-        for name, value in zip(self._labelnames, values):
-            if isinstance(value, str):
-                canonical.append(value if value.isascii() and len(value) <= MAX_LABEL_VALUE_LENGTH
-                                 else self._sanitize(name, value))
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                canonical.append(str(value))
-            else:
-                raise TypeError(
-                    f"{self.name}: label {name!r} must be a string (or number), got {type(value).__name__} {value!r}"
-                )
-        return tuple(canonical)
+        return _labels.canonical(self.name, self.labelnames, values, self.drops)
 
-    def _sanitize(self, label: str, value: str) -> str:
-        """A label value the exposition can carry: valid UTF-8, bounded length.
-
-        Such values come from data (an exchange's symbol, an error string),
-        so they are rewritten and counted rather than raised.
-        """
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: every scrape would fail to encode
-            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
-            _drops.sanitized(self.name, label, "invalid_utf8")
-        if len(value) > MAX_LABEL_VALUE_LENGTH:
-            value = value[:MAX_LABEL_VALUE_LENGTH]
-            _drops.sanitized(self.name, label, "too_long")
-        return value
-
-    def _new_child(self, values: tuple) -> _Series:
+    def _new_child(self, values: tuple) -> Series:
         canonical = self._canonical(values)
-        self._registry.first_use()
+        if self._registry is not None:
+            self._registry.first_use()
+        folded = False
         with self._lock:
             child = self._children.get(canonical)
             if child is None:
                 if len(self._children) >= self.max_series:
-                    return self._overflow_child()
-                child = self._make_series(canonical)
-                self._children[canonical] = child
+                    folded = True
+                    child = self._overflow
+                    if child is None:
+                        child = self._overflow = self._make_series((OVERFLOW_LABEL_VALUE,) * len(self.labelnames))
+                else:
+                    child = self._children[canonical] = self._make_series(canonical)
+        if folded:
+            # Reported with our lock released: the self-metric it counts into
+            # may itself be at its cap (no re-entry, no recursion).
+            self.drops.overflowed(self.name, self.max_series)
         return child
 
-    def _overflow_child(self) -> _Series:
-        # Called with self._lock held. The overflow series is not cached under
-        # the new label values, so memory stays flat however many arrive.
-        _drops.overflowed(self.name, self.max_series)
-        if self._overflow is None:
-            self._overflow = self._make_series((OVERFLOW_LABEL_VALUE,) * len(self._labelnames))
-        return self._overflow
+    def _make_series(self, label_values: tuple[str, ...]) -> Series:
+        return self._series_class(self, label_values, Attributes(zip(self.labelnames, label_values)))
 
-    def _make_series(self, label_values: tuple[str, ...]) -> _Series:
-        attributes = dict(zip(self._labelnames, label_values))
-        return self._series_class(self.name, label_values, attributes)
+    def _new_default(self) -> None:
+        """Unlabelled metrics have their one series from the start (shown at 0 before any use)."""
+        for name in ("inc", "dec", "set", "observe"):
+            self.__dict__.pop(name, None)
+        self._default = self._make_series(()) if not self.labelnames else None
 
-    def _unlabelled(self) -> _Series:
-        child = self._children.get(())
-        if child is None:
-            if self._labelnames:
-                raise ValueError(
-                    f"{self.name}: this metric has labels ({', '.join(self._labelnames)}); "
-                    f"call .labels(...) first"
-                )
+    def _unlabelled(self) -> Series:
+        default = self._default
+        if default is None:
+            raise ValueError(
+                f"{self.name}: this metric has labels ({', '.join(self.labelnames)}); call .labels(...) first"
+            )
+        if self._registry is not None:
             self._registry.first_use()
-            with self._lock:
-                child = self._children.setdefault((), self._make_series(()))
-        return child
+        return default
+
+    def _bind(self, method: str):
+        """The unlabelled series' method, bound on this object from now on (no lookup per call)."""
+        bound = getattr(self._unlabelled(), method)
+        setattr(self, method, bound)
+        return bound
 
     def remove(self, *values: object) -> None:
-        """Remove one series; it disappears from /metrics."""
+        """Remove one series; it disappears from /metrics (and its memory is freed)."""
         canonical = self._canonical(values)
         with self._lock:
             self._children.pop(canonical, None)
+            if self._overflow is not None and self.kind is Kind.GAUGE and len(self._children) < self.max_series:
+                # A folded gauge holds the last value of some label set that may
+                # be gone now: no stale value once there is room again.
+                self._overflow = None
 
     def clear(self) -> None:
-        """Remove every series."""
+        """Remove every series (an unlabelled metric gets a fresh one)."""
         with self._lock:
-            self._children.clear()
+            self._children = {}
             self._overflow = None
+            self._new_default()
 
-    def series(self) -> list[_Series]:
+    def series(self) -> list[Series]:
         """A snapshot of the live series, the overflow series last."""
         with self._lock:
             children = list(self._children.values())
+            default = self._default
+            # An unlabelled gauge's series counts once it has a value (no value, no sample).
+            if default is not None and (self.kind is not Kind.GAUGE or default._value is not None):
+                children.insert(0, default)
             if self._overflow is not None:
                 children.append(self._overflow)
         return children
 
-    def _reset_values(self) -> None:
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
         for child in self.series():
-            child._reset()
+            child.after_fork_in_child()
 
 
 class Counter(_Metric):
@@ -440,99 +249,163 @@ class Counter(_Metric):
     """
 
     _series_class = CounterSeries
+    kind = Kind.COUNTER
 
     def inc(self, amount: float = 1) -> None:
-        self._unlabelled().inc(amount)
+        self._bind("inc")(amount)
 
     def count_exceptions(self, exception: type[BaseException] | tuple = Exception):
-        """Decorator / context manager counting calls that raise ``exception``; see ``decorators.py``.
+        """Decorator / context manager counting calls that raise ``exception``.
 
             >>> @api_errors_total.labels(service="claude", type="any").count_exceptions()
             ... def ask(): ...
         """
-        return self._unlabelled().count_exceptions(exception)
+        return _count_exceptions(self._unlabelled(), exception)
+
+    def get(self) -> float:
+        return self._unlabelled().get()
 
 
 class Gauge(_Metric):
-    """A value that goes up and down.
+    """A value that goes up and down; no sample until the first value is set.
 
         >>> from tinywindow_otel import portfolio_value_usd
         >>> portfolio_value_usd.set(50_000.0)
     """
 
     _series_class = GaugeSeries
+    kind = Kind.GAUGE
 
     def set(self, value: float) -> None:
-        self._unlabelled().set(value)
+        self._bind("set")(value)
 
     def inc(self, amount: float = 1) -> None:
-        self._unlabelled().inc(amount)
+        self._bind("inc")(amount)
 
     def dec(self, amount: float = 1) -> None:
-        self._unlabelled().dec(amount)
+        self._bind("dec")(amount)
+
+    def get(self) -> float | None:
+        return self._unlabelled().get()
 
 
 class Histogram(_Metric):
-    """A distribution with the catalog's bucket boundaries.
+    """A distribution with fixed bucket boundaries (the catalog's, or ``buckets=``).
 
         >>> from tinywindow_otel import api_latency_seconds
         >>> api_latency_seconds.labels(service="claude").observe(0.42)
     """
 
     _series_class = HistogramSeries
+    kind = Kind.HISTOGRAM
+
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = (), unit: str = "", *,
+                 buckets: Iterable[float] = DEFAULT_BUCKETS, **kwargs) -> None:
+        super().__init__(name, documentation, labelnames, unit, buckets=_check_buckets(name, buckets), **kwargs)
 
     def _make_series(self, label_values: tuple[str, ...]) -> HistogramSeries:
-        attributes = dict(zip(self._labelnames, label_values))
-        return HistogramSeries(self.name, label_values, attributes, self.spec.buckets)
+        return HistogramSeries(self, label_values, Attributes(zip(self.labelnames, label_values)), self.spec.buckets)
 
     def observe(self, value: float) -> None:
-        self._unlabelled().observe(value)
+        self._bind("observe")(value)
 
     def time(self):
-        """Decorator / context manager observing elapsed seconds; see ``decorators.py``.
+        """Decorator / context manager observing elapsed seconds.
 
             >>> @api_latency_seconds.labels(service="claude").time()
             ... async def ask(): ...
         """
-        return self._unlabelled().time()
+        return _time_histogram(self._unlabelled())
+
+
+def _check_buckets(name: str, buckets: Iterable[float]) -> tuple[float, ...]:
+    try:
+        bounds = [float(b) for b in buckets]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: buckets must be numbers, got {buckets!r}") from None
+    if bounds and bounds[-1] == float("inf"):
+        bounds.pop()  # prometheus_client lists +Inf; here it is implicit
+    if not bounds or any(b != b or abs(b) == float("inf") for b in bounds) or bounds != sorted(set(bounds)):
+        raise ValueError(f"{name}: buckets must be finite, strictly increasing and non-empty, got {buckets!r}")
+    return tuple(bounds)
 
 
 _CLASSES: dict[Kind, type[_Metric]] = {Kind.COUNTER: Counter, Kind.GAUGE: Gauge, Kind.HISTOGRAM: Histogram}
 
 
 class MetricRegistry:
-    """Every facade metric, built from the catalog; the one place OTel reads from."""
+    """Metrics by name: the catalog's (built from ``specs``) and any registered later.
 
-    def __init__(self, specs: tuple[MetricSpec, ...] = ALL_METRICS) -> None:
-        self._metrics: dict[str, _Metric] = {spec.name: _CLASSES[spec.kind](spec, self) for spec in specs}
+    Each registry owns its drop reporter, counting into its own self-metrics.
+    """
+
+    def __init__(self, specs: tuple[MetricSpec, ...] = ALL_METRICS, drops: DropReporter | None = None) -> None:
+        self.drops = drops if drops is not None else DropReporter()
+        self.drops.bind(self)
+        self._lock = threading.Lock()
+        self._metrics: dict[str, _Metric] = {}
+        self._exposed: dict[str, str] = {}
         self._on_first_use: Callable[[], None] | None = None
         self._started = False
+        for spec in specs:
+            self.register(_CLASSES[spec.kind]._from_spec(spec, self))
 
     def __iter__(self) -> Iterator[_Metric]:
-        return iter(self._metrics.values())
+        return iter(list(self._metrics.values()))
+
+    def register(self, metric: _Metric) -> None:
+        """Add a metric; a name (or the name it is exposed under) already taken raises ValueError."""
+        if not isinstance(metric, _Metric):
+            raise TypeError(f"register() takes a Counter, Gauge or Histogram, got {type(metric).__name__}")
+        exposed = metric.spec.exposed_name
+        with self._lock:
+            taken = self._metrics.get(metric.name)
+            if taken is metric:
+                return
+            other = taken or self._metrics.get(self._exposed.get(exposed, ""))
+            if other is not None:
+                raise ValueError(f"duplicate metric {metric.name!r}: {other.name!r} is already registered "
+                                 f"(exposed as {other.spec.exposed_name})")
+            metric._registry = self
+            metric.drops = self.drops
+            metrics = dict(self._metrics)
+            metrics[metric.name] = metric
+            self._metrics = metrics  # copy-on-write: collections iterate without the lock
+            self._exposed[exposed] = metric.name
+
+    def unregister(self, metric: _Metric) -> None:
+        with self._lock:
+            if self._metrics.get(metric.name) is metric:
+                metrics = dict(self._metrics)
+                del metrics[metric.name]
+                self._metrics = metrics
+                self._exposed.pop(metric.spec.exposed_name, None)
 
     def get(self, name: str) -> _Metric:
         return self._metrics[name]
+
+    def find(self, name: str) -> _Metric | None:
+        return self._metrics.get(name)
 
     def by_attr(self, attr: str) -> _Metric:
         return self._metrics["tinywindow_" + attr]
 
     def set_limits(self, limits: Mapping[str, int]) -> None:
-        """Set series caps for several metrics at once, by name or Python name.
+        """Set series caps for several metrics at once, by name or Python name: all or none.
 
             REGISTRY.set_limits({"trades_total": 4000, "tinywindow_active_positions": 200})
         """
         resolved = []
-        for key, limit in limits.items():
+        for key, limit in dict(limits).items():
             metric = self._metrics.get(key) or self._metrics.get("tinywindow_" + str(key))
             if metric is None:
                 raise ValueError(f"set_limits: unknown metric {key!r}")
-            resolved.append((metric, limit))
-        for metric, limit in resolved:  # validate all names before changing any cap
+            resolved.append((metric, _labels.check_max_series(metric.name, limit)))
+        for metric, limit in resolved:  # every name and value checked before any cap changes
             metric.set_max_series(limit)
 
     def set_first_use_hook(self, hook: Callable[[], None] | None) -> None:
-        """Called once, when the first series is created (starts the OTel pipeline lazily)."""
+        """Called once, when the first series is used (starts the OTel pipeline lazily)."""
         self._on_first_use = hook
         self._started = False
 
@@ -541,19 +414,22 @@ class MetricRegistry:
             self._started = True
             self._on_first_use()
 
-    def reset_values(self) -> None:
-        """Zero every series, keeping the label sets (used in a forked child)."""
+    def clear(self) -> None:
+        """Remove every series of every metric (label sets included)."""
         for metric in self:
-            metric._reset_values()
+            metric.clear()
 
     def after_fork_in_child(self) -> None:
         """Fresh locks (a parent thread may have held one at fork time), then zeroed values."""
+        self._lock = threading.Lock()
+        self.drops.after_fork_in_child()
         for metric in self:
-            metric._lock = threading.Lock()
-            for child in metric.series():
-                child._lock = threading.Lock()
-        self.reset_values()
+            metric._after_fork_in_child()
 
 
-REGISTRY = MetricRegistry()
-_drops.registry = REGISTRY
+REGISTRY = MetricRegistry(drops=default_drops)
+
+if hasattr(os, "register_at_fork"):
+    # The registry itself knows how to become a child's: registered at import,
+    # before any pipeline, so its locks are fresh when the pipeline is rebuilt.
+    os.register_at_fork(after_in_child=REGISTRY.after_fork_in_child)

@@ -37,7 +37,9 @@ from time import perf_counter
 from typing import Any
 
 from .decorators import Instrument, _is_error, _Probe
-from .metrics import REGISTRY, MetricRegistry, _check_number, _drops
+from ._internal.selfmetrics import default_drops as _drops
+from ._internal.series import check_number as _check_number
+from .metrics import REGISTRY, MetricRegistry
 
 __all__ = ["CLOSING_STATUSES", "ORDER_STATUSES", "SIDES", "STAGES", "Order", "order"]
 
@@ -173,18 +175,23 @@ class Order:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def submit(self) -> Order:
-        """The order is sent now: counts ``submitted`` and starts the latency clocks."""
+    def submit(self, at: float | None = None) -> Order:
+        """The order is sent now: counts ``submitted`` and starts the latency clocks.
+
+        ``at`` (here and in the other lifecycle methods): when it happened, as a
+        ``time.perf_counter()`` reading, for replaying recorded timings; default now.
+        """
         if self._t0 is not None:
             raise RuntimeError(f"{_ORDERS}: order at {self.venue} was already submitted")
         self._m.orders.labels(self.venue, "submitted").inc()
-        self._t0 = perf_counter()
+        self._t0 = perf_counter() if at is None else _check_number(_ORDERS, at, "at")
         return self
 
-    def acknowledged(self) -> None:
+    def acknowledged(self, at: float | None = None) -> None:
         """The venue accepted the order (an order id came back). Later calls are ignored."""
+        now = perf_counter() if at is None else _check_number(_ORDERS, at, "at")
         with self._lock:
-            self._ack_locked(perf_counter())
+            self._ack_locked(now)
 
     def _ack_locked(self, now: float) -> None:
         if self._acked or self.status is not None:
@@ -195,7 +202,7 @@ class Order:
         m.orders.labels(self.venue, "acknowledged").inc()
         m.latency.labels(self.venue, "ack").observe(now - start)
 
-    def filled(self, quantity: float, price: float) -> None:
+    def filled(self, quantity: float, price: float, at: float | None = None) -> None:
         """One fill of ``quantity`` at ``price`` (call once per fill; a fill implies the acknowledgement).
 
         The order closes as ``filled`` once the fills reach the requested quantity.
@@ -207,7 +214,7 @@ class Order:
             return
         if qty < 0 or px <= 0:
             raise ValueError(f"{_ORDERS}: a fill needs quantity >= 0 and price > 0, got {quantity!r} @ {price!r}")
-        now = perf_counter()
+        now = perf_counter() if at is None else _check_number(_ORDERS, at, "at")
         with self._lock:
             if self.status is not None or qty == 0:
                 return
@@ -225,17 +232,19 @@ class Order:
         with self._lock:
             self._close_locked("rejected", reason)
 
-    def cancel_requested(self) -> None:
+    def cancel_requested(self, at: float | None = None) -> None:
         """A cancel was sent now; ``cancelled()`` then records the cancel latency."""
+        now = perf_counter() if at is None else _check_number(_ORDERS, at, "at")
         with self._lock:
             if self._cancel_at is None:
-                self._cancel_at = perf_counter()
+                self._cancel_at = now
 
-    def cancelled(self) -> None:
+    def cancelled(self, at: float | None = None) -> None:
         """The venue confirmed the cancel (``partially_filled`` if some quantity had filled)."""
+        now = perf_counter() if at is None else _check_number(_ORDERS, at, "at")
         with self._lock:
             if self.status is None and self._cancel_at is not None:
-                self._m.latency.labels(self.venue, "cancel").observe(perf_counter() - self._cancel_at)
+                self._m.latency.labels(self.venue, "cancel").observe(now - self._cancel_at)
             self._close_locked("cancelled", None)
 
     def expired(self) -> None:

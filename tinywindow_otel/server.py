@@ -57,14 +57,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self._raw = self.request
-        # A per-recv bound; the whole request is bounded by the server's deadline.
-        self.timeout = self.server.tw_request_timeout  # type: ignore[attr-defined]
+        # A per-recv (and per-send) bound; the whole request is bounded by the
+        # server's deadline. The TLS wrapper inherits it.
+        self._raw.settimeout(self.server.tw_request_timeout)  # type: ignore[attr-defined]
         context = self.server.tw_ssl_context  # type: ignore[attr-defined]
         if context is not None:
             # The handshake runs here, in this connection's own thread, under
             # the connection's deadline: a client that connects and stalls
             # cannot hold up the accept loop (wrapping the listening socket would).
-            self.request.settimeout(self.timeout)
             self.request = self.server.tw_wrap(self._raw, context)  # type: ignore[attr-defined]
             self.request.do_handshake()
         super().setup()
@@ -148,17 +148,20 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:
         with self._conn_lock:
-            if len(self._reading) + len(self._serving) >= self.tw_max_connections:
-                if not self._reading:  # every slot answers a complete request
-                    _log.debug("refusing metrics connection from %s: %d connections busy",
-                               client_address, self.tw_max_connections)
-                    self.shutdown_request(request)
-                    return
+            full = len(self._reading) + len(self._serving) >= self.tw_max_connections
+            if full and self._reading:
                 # The oldest connection still sending its request makes room: a
                 # real scraper sends its request at once, a drip client never finishes.
                 oldest = next(iter(self._reading))
                 _abort(self._reading.pop(oldest)[1])
-            self._reading[request] = [time.monotonic() + self.tw_request_timeout, request]
+                full = False
+            if not full:
+                self._reading[request] = [time.monotonic() + self.tw_request_timeout, request]
+        if full:  # every slot is answering a complete request: this one waits its turn elsewhere
+            _log.debug("refusing metrics connection from %s: %d connections busy",
+                       client_address, self.tw_max_connections)
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def tw_wrap(self, raw: socket.socket, context):

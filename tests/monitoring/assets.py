@@ -17,11 +17,14 @@ from tinywindow_otel.catalog import ALL_METRICS, CATALOG, Kind, MetricSpec
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "tinywindow.rules.yml"
 RULE_TESTS = ROOT / "alerts" / "tests" / "tinywindow.rules.test.yml"
+EXECUTION_RULES = ROOT / "alerts" / "tinywindow-execution.rules.yml"
+EXECUTION_RULE_TESTS = ROOT / "alerts" / "tests" / "tinywindow-execution.rules.test.yml"
 ALERTMANAGER = ROOT / "alerts" / "alertmanager.yml"
 PROMETHEUS = ROOT / "prometheus" / "prometheus.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 DASHBOARDS = ROOT / "dashboards"
-DASHBOARD_UIDS = ("tinywindow-trading", "tinywindow-risk", "tinywindow-system")
+DASHBOARD_UIDS = ("tinywindow-trading", "tinywindow-risk", "tinywindow-system",
+                  "tinywindow-execution", "tinywindow-agents")
 
 # The seed's alert table (seed/monitoring.md): name -> (severity, comparison, threshold).
 SEED_ALERTS = {
@@ -66,6 +69,17 @@ SEED_PANELS = {
         ("API Error Rate", {"stat"}), ("Agent Decisions", {"timeseries"}),
         ("Agent Confidence Distribution", {"barchart", "bargauge"}),
     ],
+    # Order execution, exchange health, LLM cost and calibration.
+    "tinywindow-execution": [
+        ("Order Latency p50 / p95", {"timeseries"}), ("Fill Ratio", {"timeseries"}),
+        ("Slippage Distribution", {"barchart", "bargauge"}), ("Rejections by Reason", {"timeseries"}),
+        ("Feed Age", {"timeseries"}), ("Rate-Limit Headroom", {"bargauge"}),
+    ],
+    "tinywindow-agents": [
+        ("Token Use", {"timeseries"}), ("LLM Cost per Day by Model", {"timeseries"}),
+        ("Time to First Token", {"timeseries"}), ("Reliability Diagram", {"barchart"}),
+        ("Brier Score", {"timeseries"}),
+    ],
 }
 
 # Labels Prometheus adds to every scraped series.
@@ -91,12 +105,12 @@ def run_tool(name: str, *args: str, cwd: Path = ROOT, timeout: float = 60) -> su
     return subprocess.run([require_tool(name), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def load_rules() -> list[dict]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+def load_rules(path: Path = RULES) -> list[dict]:
+    return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
 
 
-def alerts_by_name() -> dict[str, dict]:
-    return {rule["alert"]: rule for rule in load_rules() if "alert" in rule}
+def alerts_by_name(path: Path = RULES) -> dict[str, dict]:
+    return {rule["alert"]: rule for rule in load_rules(path) if "alert" in rule}
 
 
 def load_dashboards() -> dict[str, dict]:
@@ -121,7 +135,7 @@ class Reference:
     matchers: dict[str, tuple[str, str]]   # label -> (operator, value as written)
 
 
-_SELECTOR = re.compile(r"(?<![:\w])((?:tinywindow_|up\b|process_start_time_seconds\b|alertmanager_|otelcol_)[A-Za-z0-9_]*)"
+_SELECTOR = re.compile(r"(?<![:\w])((?:tinywindow_|gen_ai_client_|up\b|process_start_time_seconds\b|alertmanager_|otelcol_)[A-Za-z0-9_]*)"
                        r"\s*(\{[^}]*\})?")
 _NAME_REGEX = re.compile(r'\{__name__=~"([^"]*)"')
 _MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
@@ -177,7 +191,7 @@ def allowed_labels(ref: Reference) -> set[str]:
     if ref.sample in EXTERNAL_METRICS:
         return TARGET_LABELS | EXTERNAL_METRICS[ref.sample]
     assert ref.spec is not None
-    labels = set(ref.spec.labels) | TARGET_LABELS
+    labels = set(ref.spec.exposed_labels) | TARGET_LABELS
     if ref.sample.endswith("_bucket"):
         labels.add("le")
     return labels

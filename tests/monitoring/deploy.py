@@ -86,20 +86,24 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
 # --- Prometheus -------------------------------------------------------------------------------------
 
 class Prometheus:
-    def __init__(self, procs: Processes, binary: str, name: str, config: dict, *flags: str) -> None:
+    def __init__(self, procs: Processes, binary: str, name: str, config: dict, *flags: str,
+                 files: dict[str, str] | None = None, port: int | None = None) -> None:
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         directory = procs.workdir / name
         directory.mkdir()
+        for relative, text in (files or {}).items():  # e.g. alerts/tinywindow.rules.yml beside the config
+            (directory / relative).parent.mkdir(parents=True, exist_ok=True)
+            (directory / relative).write_text(text)
         (directory / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.process = procs.start(name, [
             binary, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", *flags])
         procs.wait_http(name, self.process, self.url + "/-/ready")
 
-    def query(self, expr: str) -> list[dict]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    def query(self, expr: str, **params: str) -> list[dict]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr, **params})
         with urllib.request.urlopen(url, timeout=10) as response:
             body = json.loads(response.read())
         assert body["status"] == "success", body
@@ -153,6 +157,7 @@ class Collector:
         self.procs.wait_http(self.name, self.process, self.health_url)
 
     def kill(self) -> None:
+        """SIGKILL: whatever the collector holds in its batch and queue is lost."""
         assert self.process is not None
         self.process.kill()
         self.process.wait(10)
@@ -164,29 +169,36 @@ class Workload:
     """otlp_workload.py in a child process; ``port`` is its /metrics port when it serves one."""
 
     def __init__(self, procs: Processes, name: str, env: dict[str, str]) -> None:
-        self.process = procs.start(name, [sys.executable, str(WORKLOAD)], env=env, stdin=subprocess.PIPE)
-        # stdout goes to the log; the port line is read from it.
         self.procs, self.name = procs, name
+        self._consumed = 0  # lines of its output already read
+        self.process = procs.start(name, [sys.executable, str(WORKLOAD)], env=env, stdin=subprocess.PIPE)
         self.port = self._read_json("port", timeout=30)["port"]
 
     def _read_json(self, key: str, timeout: float) -> dict:
+        """The next line of its output (stdout goes to its log) that is JSON holding ``key``."""
         log = self.procs.workdir / f"{self.name}.log"
         deadline = time.monotonic() + timeout
-        seen = 0
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ProcessError(f"{self.name} exited:\n{self.procs.log(self.name)}")
             lines = log.read_text(errors="replace").splitlines()
-            for line in lines[seen:]:
-                if line.startswith("{") and key in line:
-                    return json.loads(line)
+            for index in range(self._consumed, len(lines)):
+                if lines[index].startswith("{") and key in lines[index]:
+                    self._consumed = index + 1
+                    return json.loads(lines[index])
             time.sleep(0.05)
         raise ProcessError(f"{self.name} printed no {key!r} within {timeout}s:\n{self.procs.log(self.name)}")
 
-    def record(self) -> None:
+    def record(self, wait: bool = True, timeout: float = 15.0) -> None:
+        """One more round of the workload; with ``wait``, returns once recorded (its push may still fail)."""
         assert self.process.stdin is not None
         self.process.stdin.write(b"record\n")
         self.process.stdin.flush()
+        if wait:
+            self.recorded(timeout)
+
+    def recorded(self, timeout: float = 15.0) -> None:
+        self._read_json("recorded", timeout)
 
 
 def otlp_env(endpoint: str, exporters: str = "otlp", interval_ms: int = 1000, **resource: str) -> dict[str, str]:

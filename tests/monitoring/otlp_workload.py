@@ -55,7 +55,7 @@ def main() -> int:
     for line in sys.stdin:
         if line.strip() == "record":
             record_round()
-            tinywindow_otel.force_flush()
+            tinywindow_otel.force_flush(timeout_millis=3_000)  # bounded: the collector may be down
             print(json.dumps({"recorded": True}), flush=True)
     if server is not None:
         server.stop()

@@ -10,9 +10,9 @@ import yaml
 
 from monitoring.assets import (
     DASHBOARD_UIDS, DASHBOARDS, ROOT, SEED_METRICS, SEED_PANELS, alerts_by_name, catalog_samples_used,
-    check_expression, load_dashboards, panel_targets,
+    check_expression, le_value, load_dashboards, panel_targets, references,
 )
-from tinywindow_otel.catalog import SELF_METRICS
+from tinywindow_otel.catalog import BY_NAME, SELF_METRICS
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 STEP = {"type": "object", "required": ["color", "value"],
@@ -56,7 +56,8 @@ SCHEMA = {
 UNITS = {
     "Portfolio Value": "currencyUSD", "Daily P&L": "percent", "Win Rate": "percent",
     "Trade Volume by Symbol": "currencyUSD", "Unrealized P&L": "currencyUSD", "Current Drawdown": "percent",
-    "Leverage Ratio": "suffix:x", "Value at Risk": "currencyUSD", "Drawdown Over Time": "percent",
+    "Leverage Ratio": "short", "Value at Risk": "currencyUSD", "Drawdown Over Time": "percent",
+    "Position Notional": "currencyUSD",
     "API Latency": "s", "API Request Rate": "reqps", "API Error Rate": "percentunit",
 }
 # Panel -> the alert whose threshold it must show as a threshold step.
@@ -116,19 +117,104 @@ def test_ids_unique_and_panels_do_not_overlap(uid, dashboards):
 def test_no_hard_coded_datasource_uid_anywhere():
     for path in DASHBOARDS.glob("*.json"):
         uids = re.findall(r'"uid":\s*"([^"]*)"', path.read_text())
-        assert set(uids) - set(DASHBOARD_UIDS) <= {"${datasource}"}, path.name
+        assert set(uids) - set(DASHBOARD_UIDS) <= {"${datasource}", "-- Grafana --"}, path.name
 
 
-def test_rate_queries_use_rate_interval_and_totals_use_range(dashboards):
+def test_range_windows_are_rate_interval_range_or_an_alerts_window(dashboards):
+    alert_windows = {w for rule in alerts_by_name().values() for w in re.findall(r"\[([0-9]+[smh])\]", rule["expr"])}
     for dashboard in dashboards.values():
         for panel, target in panel_targets(dashboard):
-            for function, window in re.findall(r"\b(rate|irate|increase)\(.*?\[([^\]]+)\]", target["expr"], re.S):
-                if function == "increase":
-                    assert window in ("$__range", "$__rate_interval"), (panel["title"], window)
-                else:
+            for function, window in re.findall(r"\b(\w+)\([^()]*?\[([^\]]+)\]", target["expr"], re.S):
+                assert window in {"$__range", "$__rate_interval"} | alert_windows, (panel["title"], window)
+                if function in ("rate", "irate"):
                     assert window == "$__rate_interval", (panel["title"], window)
     exprs = " ".join(t["expr"] for d in dashboards.values() for _, t in panel_targets(d))
     assert "$__rate_interval" in exprs
+
+
+# Panels that show what an alert evaluates: same windows, same grouping.
+MIRRORS = {
+    "Daily P&L": "DailyLossExceeded", "Current Drawdown": "DrawdownExceeded", "Drawdown Over Time": "DrawdownExceeded",
+    "Leverage Ratio": "HighLeverage", "API Error Rate": "HighAPIErrorRate", "API Latency": "HighAPILatency",
+    "Trade Rejection Rate": "HighTradeRejectionRate", "Position Notional": "LargePositionSize",
+}
+
+
+def groupings(expr: str) -> set[frozenset[str]]:
+    return {frozenset(label.strip() for label in group.split(",") if label.strip())
+            for group in re.findall(r"\bby\s*\(([^)]*)\)", expr)}
+
+
+def test_panels_mirroring_an_alert_use_its_window_and_grouping(dashboards):
+    panels = panels_by_title(dashboards)
+    alerts = alerts_by_name()
+    for title, alertname in MIRRORS.items():
+        alert_expr = alerts[alertname]["expr"]
+        for target in panels[title]["targets"]:
+            windows = set(re.findall(r"\[([^\]]+)\]", target["expr"]))
+            assert windows and windows <= set(re.findall(r"\[([^\]]+)\]", alert_expr)), (title, windows)
+            if groupings(alert_expr) and alertname != "LargePositionSize":
+                assert groupings(target["expr"]) <= groupings(alert_expr), (title, target["expr"])
+        assert alertname in panels[title]["description"], f"{title}: description should name {alertname}"
+
+
+def test_variables_job_instance_symbol_service(dashboards):
+    for uid, dashboard in dashboards.items():
+        names = [v["name"] for v in dashboard["templating"]["list"]]
+        assert names == ["datasource", "job", "instance", "symbol", "service"], uid
+
+
+def test_symbol_and_service_variables_filter_their_panels(dashboards):
+    for dashboard in dashboards.values():
+        for panel, target in panel_targets(dashboard):
+            for ref in references(target["expr"]):
+                if ref.spec is not None and "symbol" in ref.spec.labels:
+                    assert ref.matchers.get("symbol") == ("=~", "$symbol"), (panel["title"], ref.sample)
+                if ref.spec is not None and "service" in ref.spec.labels:
+                    assert ref.matchers.get("service") == ("=~", "$service"), (panel["title"], ref.sample)
+
+
+def test_halted_now_comes_from_the_state_gauges(dashboards):
+    panel = panels_by_title(dashboards)["Trading Halted Now"]
+    expr = panel["targets"][0]["expr"]
+    assert "tinywindow_circuit_breaker_open" in expr and "tinywindow_kill_switch_engaged" in expr
+    assert "_total" not in expr  # not from trip counts, which go stale and reset
+    texts = {m["text"] for mapping in panel["fieldConfig"]["defaults"]["mappings"] for m in mapping["options"].values()}
+    assert "HALTED" in texts
+
+
+def test_position_notional_panel_in_usd_red_above_the_alert_limit(dashboards):
+    panel = panels_by_title(dashboards)["Position Notional"]
+    assert "tinywindow_position_notional_usd" in panel["targets"][0]["expr"]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert {"color": "red", "value": 10000} in steps
+
+
+def test_loss_buckets_are_red(dashboards):
+    panel = panels_by_title(dashboards)["Trade P&L Distribution"]
+    [override] = panel["fieldConfig"]["overrides"]
+    pattern = re.compile(override["matcher"]["options"])
+    assert override["matcher"]["id"] == "byRegexp"
+    assert {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}} in override["properties"]
+    spec = BY_NAME["tinywindow_trade_pnl_usd"]
+    for bound in spec.buckets:
+        assert bool(pattern.search(le_value(bound))) == (bound < 0), bound
+
+
+def test_breaker_and_kill_switch_annotations_from_the_state_gauges(dashboards):
+    for uid, dashboard in dashboards.items():
+        exprs = [a.get("expr", "") for a in dashboard["annotations"]["list"]]
+        assert any("tinywindow_circuit_breaker_open" in e for e in exprs), uid
+        assert any("tinywindow_kill_switch_engaged" in e for e in exprs), uid
+        for expr in filter(None, exprs):
+            assert not check_expression(expr), (uid, expr)
+
+
+def test_sdk_panel_shows_zero_not_no_data(dashboards):
+    panel = panels_by_title(dashboards)["SDK Dropped Measurements"]
+    assert panel["fieldConfig"]["defaults"]["noValue"] == "0"
+    for target in panel["targets"]:
+        assert target["expr"].rstrip().endswith("or vector(0)"), target["expr"]
 
 
 def test_units(dashboards):

@@ -50,7 +50,8 @@ def _demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     with MetricsServer(args.host, args.port, tls=_tls(args), auth=_auth(args)) as server:
         print(f"tinywindow-otel demo: serving {server.url} (Ctrl-C to stop)", flush=True)
-        demo.run(stop, ticks_per_second=args.rate, seed=args.seed)
+        demo.run(stop, ticks_per_second=args.rate, seed=args.seed, scenario=args.scenario,
+                 out=lambda line: print(line, flush=True))
     print("tinywindow-otel demo: stopped", flush=True)
     return 0
 
@@ -99,7 +100,7 @@ def _stack(args: argparse.Namespace) -> int:
                      alertmanager_port=args.alertmanager_port, interval=args.interval,
                      fast_alerts=args.fast_alerts, assets=args.assets, rate=args.rate, seed=args.seed,
                      stop=stop, out=lambda line: print(line, flush=True),
-                     collector=args.collector, otelcol=args.otelcol)
+                     collector=args.collector, otelcol=args.otelcol, scenario=args.scenario)
 
 
 def _assets_export(args: argparse.Namespace) -> int:
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0 = any free port)")
     demo.add_argument("--rate", type=float, default=5.0, help="simulation ticks per second (default 5)")
     demo.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
+    demo.add_argument("--scenario", choices=("calm", "breach"), default="calm",
+                      help="calm (default): inside every alert threshold; breach: drive each trading/API alert "
+                           "over its threshold in turn and back")
     demo.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (or env TINYWINDOW_OTEL_TLS_CERT_FILE)")
     demo.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert, if not in the certificate file")
     demo.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
@@ -163,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(e.g. one written by `assets export`)")
     stack.add_argument("--rate", type=float, default=5.0, help="simulation ticks per second (default 5)")
     stack.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
+    stack.add_argument("--scenario", choices=("calm", "breach"), default="calm",
+                       help="demo scenario: calm (default) pages nothing; breach shows each alert fire and resolve "
+                            "(with --fast-alerts, within about 5 minutes)")
     stack.add_argument("--collector", action="store_true",
                        help="the demo pushes OTLP to an OpenTelemetry Collector (collector/otelcol.yaml), "
                             "which remote-writes to Prometheus")

@@ -2,20 +2,30 @@
 
 Each tick: agents decide, API calls succeed or fail with realistic latency,
 some decisions become trades with wins and losses, the portfolio is marked
-to market. Safety events are rare. Every label set that dashboards and
-alerts expect is created at 0 up front, so all 18 families are on /metrics
-from the first scrape (and alerts see a counter go 0 -> 1, not appear at 1).
+to market. Every label set that dashboards and alerts expect is created at 0
+up front, so all 18 families are on /metrics from the first scrape (and
+alerts see a counter go 0 -> 1, not appear at 1).
+
+Scenarios: ``calm`` (the default) stays inside every alert threshold (no
+safety event, positions capped below $10K notional); ``breach`` drives each
+of the eight trading/API alerts over its threshold in turn and back again
+(``BREACH_PHASES``), so ``tinywindow-otel stack --fast-alerts --scenario breach``
+shows each one FIRING and then RESOLVED within about five minutes.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
+from dataclasses import dataclass
 
 from .. import agent_confidence, agent_decisions_total, api_errors_total, api_latency_seconds, api_requests_total
-from .. import circuit_breaker_trips, kill_switch_activations, trade_amount_usd, trades_total
+from .. import circuit_breaker_open, circuit_breaker_trips, kill_switch_activations, kill_switch_engaged
+from .. import trade_amount_usd, trades_total
 from ..exporters import agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter
 from ..exporters import trading_exporter
+from .demo_execution import with_execution
 
 SYMBOLS = {"BTC/USDT": 65_000.0, "ETH/USDT": 3_200.0, "SOL/USDT": 150.0}
 SERVICES = {"binance": 0.08, "coinbase": 0.12, "claude": 1.8}  # typical latency, seconds
@@ -25,6 +35,40 @@ ACTIONS = ("buy", "sell", "hold")
 STATUSES = ("filled", "rejected", "cancelled", "failed")
 BREAKER_REASONS = ("daily_loss", "volatility", "api_errors")
 KILL_SWITCH_MODES = ("manual", "automatic")
+SCENARIOS = ("calm", "breach")
+#: Calm trading keeps each position below this notional (LargePositionSize is at $10K).
+CALM_MAX_NOTIONAL = 8_000.0
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One alert's condition held from ``start`` to ``end`` seconds after the scenario starts."""
+
+    alert: str
+    start: float
+    end: float
+
+    def active(self, elapsed: float) -> bool:
+        return self.start <= elapsed < self.end
+
+
+# Events (activation, trade, trip) come first: their alerts hold for the rules'
+# 2-minute event window. HighLeverage comes after KillSwitchActivated has
+# resolved (Alertmanager inhibits it while the kill switch alert is active).
+# API phases are followed by a burst of healthy calls (a client draining its
+# queue) so the 5-minute ratios fall back quickly.
+BREACH_PHASES = (
+    Phase("KillSwitchActivated", 15, 45),      # kill switch "manual" engaged for 30 s
+    Phase("LargePositionSize", 30, 45),        # buy $25K of SOL, sell it in three trades below $10K
+    Phase("CircuitBreakerTripped", 45, 75),    # breaker "volatility" open for 30 s
+    Phase("DailyLossExceeded", 60, 100),       # marked 12% down: daily P&L about -12%
+    Phase("DrawdownExceeded", 110, 150),       # marked 20% down: drawdown about 20%
+    Phase("HighAPIErrorRate", 130, 165),       # every binance call fails
+    Phase("HighLeverage", 150, 190),           # 20x reported by the risk engine
+    Phase("HighAPILatency", 175, 195),         # claude calls take 8 s
+)
+RECOVERY_SECONDS = 20.0
+RECOVERY_CALLS_PER_TICK = 25
 
 
 class TradingSimulation:
@@ -36,6 +80,13 @@ class TradingSimulation:
         self.positions: dict[str, float] = {}
         self.cash = starting_value
         self.realised = 0.0
+        # What a breach scenario changes for this tick (see Breach.apply).
+        self.markdown = 0.0               # fraction the portfolio is marked down
+        self.leverage: float | None = None  # reported by "the risk engine" instead of computed
+        self.failing: set[str] = set()      # services whose calls all fail
+        self.slow: set[str] = set()         # services whose calls take 8 s
+        self.recovering: set[str] = set()   # services draining a backlog of healthy calls
+        self.halted = False                 # breaker open or kill switch engaged: no new trades
 
     def initialise_series(self) -> None:
         """Create the expected label sets at 0 so every family is visible at once."""
@@ -68,33 +119,44 @@ class TradingSimulation:
         for service, typical in SERVICES.items():
             latency = rng.lognormvariate(0.0, 0.5) * typical
             ok = rng.random() > 0.04
+            if service in self.failing:
+                ok = False
+            if service in self.slow:
+                latency = 8.0
             api_exporter.record_request(service, latency, ok, None if ok else rng.choice(ERROR_TYPES))
+            if service in self.recovering:
+                for _ in range(RECOVERY_CALLS_PER_TICK):
+                    api_exporter.record_request(service, rng.lognormvariate(0.0, 0.3) * typical * 0.5, True)
 
         agent = rng.choice(AGENTS)
-        action = rng.choice(ACTIONS)
+        action = "hold" if self.halted else rng.choice(ACTIONS)
         agent_exporter.record_decision(agent, action, min(1.0, max(0.0, rng.betavariate(5, 2))))
         if action != "hold":
             self._trade(rng.choice(list(self.prices)), action)
 
-        value = self.portfolio_value()
+        value = self.portfolio_value() * (1.0 - self.markdown)
         unrealised = value - 50_000.0 - self.realised
-        gross = sum(abs(size) * self.prices[s] for s, size in self.positions.items())
         portfolio_exporter.update_portfolio(
             total_value=value,
             unrealized_pnl=unrealised,
             positions={s: size for s, size in self.positions.items() if size},
-            leverage=gross / value if value > 0 else 0.0,
+            leverage=self.leverage,
+            prices=self.prices,  # leverage (unless reported) and each position's notional
         )
         risk_exporter.set_var_95(abs(rng.gauss(0.02, 0.005)) * value)
-
-        if rng.random() < 0.002:
-            safety_exporter.record_circuit_breaker_trip(rng.choice(BREAKER_REASONS))
-        if rng.random() < 0.0003:
-            safety_exporter.record_kill_switch_activation(rng.choice(KILL_SWITCH_MODES))
 
     def _trade(self, symbol: str, action: str) -> None:
         rng = self.rng
         amount = rng.choice((250.0, 1_000.0, 2_500.0, 5_000.0)) * rng.uniform(0.5, 1.5)
+        held_notional = self.positions.get(symbol, 0.0) * self.prices[symbol]
+        signed = amount if action == "buy" else -amount
+        if abs(held_notional + signed) > CALM_MAX_NOTIONAL:
+            action = "sell" if action == "buy" else "buy"  # the risk limit turns it into a reducing trade
+        self.record_fill(symbol, action, amount)
+
+    def record_fill(self, symbol: str, action: str, amount: float) -> None:
+        """One trade of ``amount`` USD: rejected/cancelled/failed sometimes, else filled and booked."""
+        rng = self.rng
         status = rng.choices(STATUSES, weights=(90, 5, 3, 2))[0]
         if status != "filled":
             trading_exporter.record_trade(symbol, status, amount_usd=amount)
@@ -112,17 +174,132 @@ class TradingSimulation:
         self.cash -= size * self.prices[symbol]
         trading_exporter.record_trade(symbol, "filled", pnl=pnl, amount_usd=amount)
 
+    def book(self, symbol: str, action: str, amount: float) -> None:
+        """A filled trade of ``amount`` USD, whatever the calm limits say (breach scenario)."""
+        size = amount / self.prices[symbol] * (1 if action == "buy" else -1)
+        self.positions[symbol] = self.positions.get(symbol, 0.0) + size
+        self.cash -= size * self.prices[symbol]
+        trading_exporter.record_trade(symbol, "filled", amount_usd=amount)
 
-def run(stop: threading.Event, ticks_per_second: float = 5.0, seed: int | None = None) -> None:
-    """Run the simulation until ``stop`` is set."""
+
+def _set_breaker(reason: str, open_: bool) -> None:
+    if open_:
+        safety_exporter.record_circuit_breaker_trip(reason)
+    reset = getattr(safety_exporter, "reset_circuit_breaker", None)
+    if reset is None:  # recorders without the state gauges: set the gauge itself
+        circuit_breaker_open.labels(reason=reason).set(1 if open_ else 0)
+    elif not open_:
+        reset(reason)
+
+
+def _set_kill_switch(mode: str, engaged: bool) -> None:
+    if engaged:
+        safety_exporter.record_kill_switch_activation(mode)
+    release = getattr(safety_exporter, "release_kill_switch", None)
+    if release is None:
+        kill_switch_engaged.labels(mode=mode).set(1 if engaged else 0)
+    elif not engaged:
+        release(mode)
+
+
+class Breach:
+    """Drives ``BREACH_PHASES`` on a simulation, by the time elapsed since the scenario started."""
+
+    def __init__(self, simulation: TradingSimulation, out=None) -> None:
+        self.simulation = simulation
+        self.out = out
+        self.started: set[str] = set()
+        self.ended: set[str] = set()
+
+    def _say(self, text: str) -> None:
+        if self.out is not None:
+            self.out(f"scenario breach: {text}")
+
+    def apply(self, elapsed: float) -> None:
+        sim = self.simulation
+        for phase in BREACH_PHASES:
+            if phase.active(elapsed) and phase.alert not in self.started:
+                self.started.add(phase.alert)
+                self._say(f"{phase.alert} condition on for {phase.end - phase.start:.0f}s")
+                self._start(phase.alert)
+            elif elapsed >= phase.end and phase.alert in self.started and phase.alert not in self.ended:
+                self.ended.add(phase.alert)
+                self._say(f"{phase.alert} condition off")
+                self._end(phase.alert)
+        recovering = set()
+        for phase, service in ((_phase("HighAPIErrorRate"), "binance"), (_phase("HighAPILatency"), "claude")):
+            if phase.end <= elapsed < phase.end + RECOVERY_SECONDS:
+                recovering.add(service)
+        sim.recovering = recovering
+
+    def _start(self, alert: str) -> None:
+        sim = self.simulation
+        if alert == "LargePositionSize":
+            sim.book("SOL/USDT", "buy", 25_000.0)
+        elif alert == "CircuitBreakerTripped":
+            _set_breaker("volatility", True)
+            sim.halted = True
+        elif alert == "KillSwitchActivated":
+            _set_kill_switch("manual", True)
+            sim.halted = True
+        elif alert == "DailyLossExceeded":
+            sim.markdown = 0.12
+        elif alert == "DrawdownExceeded":
+            sim.markdown = 0.20
+        elif alert == "HighLeverage":
+            sim.leverage = 20.0
+        elif alert == "HighAPIErrorRate":
+            sim.failing.add("binance")
+        elif alert == "HighAPILatency":
+            sim.slow.add("claude")
+
+    def _end(self, alert: str) -> None:
+        sim = self.simulation
+        if alert == "LargePositionSize":
+            for _ in range(3):
+                sim.book("SOL/USDT", "sell", 25_000.0 / 3)
+        elif alert == "CircuitBreakerTripped":
+            _set_breaker("volatility", False)
+            sim.halted = "KillSwitchActivated" in self.started - self.ended
+        elif alert == "KillSwitchActivated":
+            _set_kill_switch("manual", False)
+            sim.halted = "CircuitBreakerTripped" in self.started - self.ended
+        elif alert in ("DailyLossExceeded", "DrawdownExceeded"):
+            sim.markdown = 0.0
+        elif alert == "HighLeverage":
+            sim.leverage = None
+        elif alert == "HighAPIErrorRate":
+            sim.failing.discard("binance")
+        elif alert == "HighAPILatency":
+            sim.slow.discard("claude")
+
+    @property
+    def done(self) -> bool:
+        return len(self.ended) == len(BREACH_PHASES)
+
+
+def _phase(alert: str) -> Phase:
+    return next(phase for phase in BREACH_PHASES if phase.alert == alert)
+
+
+def run(stop: threading.Event, ticks_per_second: float = 5.0, seed: int | None = None,
+        scenario: str = "calm", out=None) -> None:
+    """Run the simulation until ``stop`` is set; ``scenario`` is one of ``SCENARIOS``."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
     simulation = TradingSimulation(seed)
     simulation.initialise_series()
+    simulation = with_execution(simulation, seed)  # orders, feeds, LLM calls, calibration (demo_execution.py)
     # Catch up until a trade has closed, so win rate and P&L have data at the first scrape.
     for _ in range(1000):
         if trading_exporter.wins + trading_exporter.losses:
             break
         simulation.tick()
+    breach = Breach(simulation, out) if scenario == "breach" else None
+    started = time.monotonic()
     interval = 1.0 / ticks_per_second
     while not stop.is_set():
+        if breach is not None and not breach.done:
+            breach.apply(time.monotonic() - started)
         simulation.tick()
         stop.wait(interval)

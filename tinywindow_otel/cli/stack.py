@@ -59,7 +59,11 @@ PROMETHEUS_BINARIES = ("prometheus",)
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 COLLECTOR_BINARIES = ("otelcol-tinywindow", "otelcol-contrib")
 
-_FOR_LINE = re.compile(r"^(?P<indent>\s*for:\s*)(?P<value>\S+)\s*$", re.MULTILINE)
+_FOR_LINE = re.compile(r"^(?P<indent>\s*(?:keep_firing_)?for:\s*)(?P<value>\S+)\s*$", re.MULTILINE)
+_RECEIVER_NAME = re.compile(r"^  - name:\s*(\S+)\s*$", re.MULTILINE)
+_NOTIFY_TIMING = re.compile(r"^(?P<indent>\s*(?P<key>group_wait|group_interval):\s*)\S+\s*$", re.MULTILINE)
+#: Alertmanager waits in the local stack when alerts are shortened: a RESOLVED shows within seconds.
+FAST_NOTIFY = {"group_wait": "1s", "group_interval": "5s"}
 
 
 class StackError(RuntimeError):
@@ -96,7 +100,7 @@ def find_binary(names: tuple[str, ...]) -> str:
 
 
 def shorten_for(rules_text: str, duration: str) -> str:
-    """Replace every non-zero ``for:`` in a rule file by ``duration`` (zero stays zero)."""
+    """Replace every non-zero ``for:`` and ``keep_firing_for:`` in a rule file by ``duration`` (zero stays zero)."""
     def replace(match: re.Match) -> str:
         if re.fullmatch(r"0+[smhdwy]?", match["value"]):
             return match.group(0)
@@ -126,11 +130,26 @@ def prometheus_config(app_target: str | None, alertmanager_target: str, interval
     return json.dumps(config, indent=2) + "\n"
 
 
-def alertmanager_config(template: str, webhook_base: str, token_file: str | Path) -> str:
-    """alerts/alertmanager.yml with its relay address and secret path made local."""
-    if WEBHOOK_PLACEHOLDER not in template or TOKEN_PLACEHOLDER not in template:
-        raise StackError(f"{ALERTMANAGER_FILE} no longer contains {WEBHOOK_PLACEHOLDER} and {TOKEN_PLACEHOLDER}")
-    return template.replace(WEBHOOK_PLACEHOLDER, webhook_base.rstrip("/")).replace(TOKEN_PLACEHOLDER, str(token_file))
+def alertmanager_config(template: str, webhook_base: str, token_file: str | Path, fast: bool = False) -> str:
+    """alerts/alertmanager.yml with every receiver delivering to the local sink.
+
+    Routes and inhibitions stay as written. Each receiver (PagerDuty, Slack, the
+    webhook relay) becomes one webhook to ``{webhook_base}/{receiver name}`` with
+    the bearer token in ``token_file``, so every notification shows in the
+    terminal. ``fast``: group waits of seconds, so a RESOLVED follows quickly.
+    """
+    head, marker, receivers = template.partition("\nreceivers:\n")
+    names = _RECEIVER_NAME.findall(receivers)
+    if not marker or not names:
+        raise StackError(f"{ALERTMANAGER_FILE} has no receivers section with named receivers")
+    if fast:
+        head = _NOTIFY_TIMING.sub(lambda m: m["indent"] + FAST_NOTIFY[m["key"]], head)
+    local = [{"name": name, "webhook_configs": [{
+        "url": f"{webhook_base.rstrip('/')}/{name}", "send_resolved": True,
+        "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}}}]}
+        for name in names]
+    # JSON is YAML: one flow-style line per receiver.
+    return head + marker + "".join(f"  - {json.dumps(receiver)}\n" for receiver in local)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -351,10 +370,11 @@ class LocalStack:
     def _write_configs(self) -> None:
         assert self.workdir is not None
         (self.workdir / "alerts").mkdir()
-        rules = (self.assets / RULES_FILE).read_text(encoding="utf-8")
-        if self.for_override:
-            rules = shorten_for(rules, self.for_override)
-        (self.workdir / "alerts" / "tinywindow.rules.yml").write_text(rules, encoding="utf-8")
+        for rule_file in sorted((self.assets / RULES_FILE).parent.glob("*.rules.yml")):
+            rules = rule_file.read_text(encoding="utf-8")
+            if self.for_override:
+                rules = shorten_for(rules, self.for_override)
+            (self.workdir / "alerts" / rule_file.name).write_text(rules, encoding="utf-8")
         (self.workdir / "prometheus.yml").write_text(
             prometheus_config(self.app_target, f"{self.host}:{self.alertmanager_port}", self.interval,
                               self.collector_metrics_target if self.collector else None), encoding="utf-8")
@@ -363,7 +383,8 @@ class LocalStack:
         os.chmod(token_file, 0o600)
         template = (self.assets / ALERTMANAGER_FILE).read_text(encoding="utf-8")
         (self.workdir / "alertmanager.yml").write_text(
-            alertmanager_config(template, self.sink.url, token_file), encoding="utf-8")
+            alertmanager_config(template, self.sink.url, token_file, fast=self.for_override is not None),
+            encoding="utf-8")
 
     def _launch(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         assert self.workdir is not None
@@ -407,7 +428,7 @@ def _millis(duration: str) -> int:
 def run(*, host: str, port: int, prometheus_port: int, alertmanager_port: int, interval: str,
         fast_alerts: bool, assets: str | None, rate: float, seed: int | None,
         stop: threading.Event, out: Callable[[str], None] = print,
-        collector: bool = False, otelcol: str | None = None) -> int:
+        collector: bool = False, otelcol: str | None = None, scenario: str = "calm") -> int:
     """The ``tinywindow-otel stack`` command: demo + Prometheus + Alertmanager until ``stop`` is set.
 
     ``collector``: the demo pushes OTLP through an OpenTelemetry Collector (``otelcol``
@@ -433,7 +454,7 @@ def run(*, host: str, port: int, prometheus_port: int, alertmanager_port: int, i
             out(f"  prometheus    {stack.prometheus_url}")
             out(f"  alerts        {stack.prometheus_url}/alerts")
             out(f"  alertmanager  {stack.alertmanager_url}")
-            demo.run(stop, ticks_per_second=rate, seed=seed)
+            demo.run(stop, ticks_per_second=rate, seed=seed, scenario=scenario, out=out)
             force_flush()
         out("tinywindow-otel stack: stopped")
         return 0
@@ -446,6 +467,6 @@ def run(*, host: str, port: int, prometheus_port: int, alertmanager_port: int, i
             out(f"  prometheus    {stack.prometheus_url}")
             out(f"  alerts        {stack.prometheus_url}/alerts")
             out(f"  alertmanager  {stack.alertmanager_url}")
-            demo.run(stop, ticks_per_second=rate, seed=seed)
+            demo.run(stop, ticks_per_second=rate, seed=seed, scenario=scenario, out=out)
     out("tinywindow-otel stack: stopped")
     return 0

@@ -1,11 +1,10 @@
-"""The fast /metrics renderer writes exactly what the exporter + prometheus_client would."""
+"""The /metrics renderer writes exactly what the stock exporter path (the oracle) writes."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from opentelemetry.exporter.prometheus import _CustomCollector
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -23,9 +22,11 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import exposition as text_format
 
 from helpers import parse
-from tinywindow_otel.exposition import Exposition, StockTranslation
+from oracle import stock
+from tinywindow_otel._internal.render import CONTENT_TYPE, Renderer
 from tinywindow_otel.metrics import REGISTRY
 from tinywindow_otel.pipeline import get_pipeline
+from tinywindow_otel.testing import collect
 
 label_values = st.text(
     alphabet=st.sampled_from(['a', 'Z', '0', ' ', '"', '\\', '\n', '%', 's', '=', ',', '{', '}', 'é', '€', '.', '_']),
@@ -37,10 +38,8 @@ numbers = st.one_of(
 )
 
 
-def stock(datas) -> bytes:
-    """The exporter's own translation, written by prometheus_client's text encoder."""
-    collector = _CustomCollector(disable_target_info=True, scope_info_enabled=False)
-    return text_format.generate_latest(StockTranslation(collector, datas))
+def render(renderer: Renderer, data: MetricsData) -> bytes:
+    return renderer.render([m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics])
 
 
 def metrics_data(metrics: list[Metric]) -> MetricsData:
@@ -85,15 +84,23 @@ rows_strategy = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(first=rows_strategy, second=rows_strategy)
 def test_fast_rendering_is_byte_identical_to_the_stock_path(first, second):
-    exposition = Exposition()
+    renderer = Renderer()
     # Twice with different data: the later runs render from the warm cache.
     for rows in (first, second, first):
         data = build(rows)
-        assert exposition.render_data(data) == stock([data])
+        assert render(renderer, data) == stock([data])
+
+
+def test_a_family_without_points_shows_help_and_type_only():
+    data = build([])
+    assert render(Renderer(), data).decode().endswith(
+        "# HELP tinywindow_empty_total no points\n# TYPE tinywindow_empty_total counter\n")
 
 
 def test_without_negative_bounds_it_matches_unmodified_prometheus_client():
     data = build([("x", "y", 3, [1, 2, 3, 4, 5], 12.5)])
+    from opentelemetry.exporter.prometheus import _CustomCollector
+
     collector = _CustomCollector(disable_target_info=True, scope_info_enabled=False)
     # Drop the negative-bound histogram: prometheus_client alone would omit its _count/_sum.
     metrics = [m for m in data.resource_metrics[0].scope_metrics[0].metrics if m.name != "tinywindow_latency_seconds"]
@@ -103,34 +110,26 @@ def test_without_negative_bounds_it_matches_unmodified_prometheus_client():
     class Registry:
         collect = staticmethod(collector.collect)
 
-    assert Exposition().render_data(data) == text_format.generate_latest(Registry())
+    assert render(Renderer(), data) == text_format.generate_latest(Registry())
 
 
 def test_negative_bound_histogram_keeps_count_and_sum_like_otlp():
     data = build([("x", "", 0, [1, 2, 0, 0, 1], -75.5)])
-    families = parse(Exposition().render_data(data).decode())
+    families = parse(render(Renderer(), data).decode())
     samples = {s.name: s.value for s in families["tinywindow_latency_seconds"].samples if s.name != "tinywindow_latency_seconds_bucket"}
     assert samples == {"tinywindow_latency_seconds_count": 4.0, "tinywindow_latency_seconds_sum": -75.5}
 
 
-def test_shapes_it_does_not_handle_fall_back_to_the_stock_translation():
-    # Two metrics mapping to one family: the stock collector merges them.
-    points = [number_point({"a": "1"}, 1.0)]
+def test_two_metrics_of_one_family_are_merged_like_the_stock_path():
     data = metrics_data([
-        Metric("x.y", "d", "", Gauge(points)),
+        Metric("x.y", "d", "", Gauge([number_point({"a": "1"}, 1.0)])),
         Metric("x_y", "d", "", Gauge([number_point({"a": "2"}, 2.0)])),
     ])
-    from tinywindow_otel.exposition import Unsupported
-
-    with pytest.raises(Unsupported):
-        Exposition().render_data(data)
-    assert b'x_y{a="2"} 2.0' in stock([data])
+    assert render(Renderer(), data) == stock([data])
 
 
 def test_pipeline_scrape_equals_the_stock_rendering_of_the_same_collection():
     """/metrics is the Prometheus text format (ADR 2), as the stock encoder writes it."""
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-
     from tinywindow_otel.cli.demo import TradingSimulation
 
     simulation = TradingSimulation(seed=7)
@@ -140,26 +139,23 @@ def test_pipeline_scrape_equals_the_stock_rendering_of_the_same_collection():
     REGISTRY.by_attr("trades_total").labels(status='we"ird\\', symbol="new\nline").inc(2)
     pipeline = get_pipeline()
     body, content_type = pipeline.render()
-    assert content_type == text_format.CONTENT_TYPE_LATEST
-    # Render the next collection both ways; nothing changes between them but timestamps.
-    reader = pipeline.prometheus_reader
-    reader.collect()
-    datas = list(reader._collector._metrics_datas)
-    reader._collector._metrics_datas.clear()
-    assert len(datas) == 1
-    assert Exposition().render_data(datas[0]) == text_format.generate_latest(StockTranslation(reader._collector, datas))
-    assert body == pipeline.render()[0]
-    assert isinstance(reader, PrometheusMetricReader)
+    assert content_type == text_format.CONTENT_TYPE_LATEST == CONTENT_TYPE
+    data = collect()
+    assert render(Renderer(), data) == stock([data])
+
+    # The scrape is that collection, empty families' headers included (the
+    # runtime metrics, e.g. GC counts, move between two collections).
+    def steady(text: bytes) -> list[bytes]:
+        return [line for line in text.splitlines() if b"python_gc" not in line and b"process_" not in line]
+
+    assert steady(body) == steady(pipeline.render()[0]) == steady(render(Renderer(), data))
 
 
-def test_public_api_fallback_also_keeps_pnl_count_and_sum():
-    """Without the exporter's internals, /metrics is the registry's stock output: still with _count/_sum."""
-    from prometheus_client import generate_latest
-
+def test_stock_oracle_also_keeps_pnl_count_and_sum():
     from tinywindow_otel import trade_pnl_usd
 
     for pnl in (-50.0, 20.0, -7.5):
         trade_pnl_usd.observe(pnl)
-    families = parse(generate_latest(get_pipeline().prometheus_registry).decode())
+    families = parse(stock([collect()]).decode())
     samples = {s.name: s.value for s in families["tinywindow_trade_pnl_usd"].samples if not s.name.endswith("_bucket")}
     assert samples == {"tinywindow_trade_pnl_usd_count": 3.0, "tinywindow_trade_pnl_usd_sum": -37.5}

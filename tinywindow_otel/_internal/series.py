@@ -1,0 +1,254 @@
+"""One labelled series per kind: the values, their lock, and the number checks.
+
+Values live here as plain Python numbers guarded by one lock per series, as
+in prometheus_client; the producer reads them at collection time. Locks are
+taken with ``acquire()``/``release()`` around code that cannot raise: the
+``with`` protocol costs about a third of a bound ``inc()``.
+
+A series knows its family (``_family``: name and drop reporter), its label
+values and the dict of attributes the producer hands to OTel (one object per
+series, so the text renderer can cache the series' line under it).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from bisect import bisect_left
+from numbers import Real
+
+from .wrapper import count_exceptions, time_histogram
+
+INF = math.inf
+# Comparing against the largest float (not infinity) also rejects ints too
+# large to convert to float, at the same cost on the hot path.
+MAX = sys.float_info.max
+
+
+def check_number(metric: str, value: object, what: str = "value") -> float:
+    """Return ``value`` as a float, raising TypeError for anything non-numeric.
+
+    Numbers beyond float range (huge ints, Fractions) become +-inf, which the
+    callers drop and count like any other infinity: that is data, not a bug.
+    """
+    if value.__class__ is float:  # the common case, without the ABC isinstance checks
+        return value  # type: ignore[return-value]
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{metric}: {what} must be a real number, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        return INF if value > 0 else -INF
+
+
+def drop_reason(value: float) -> str:
+    return "nan" if math.isnan(value) else "inf"
+
+
+class Attributes(dict):
+    """A series' label names -> values, as OTel attributes; carries the renderer's cached line."""
+
+    __slots__ = ("line",)
+
+
+class Series:
+    __slots__ = ("_lock", "_family", "label_values", "attributes", "created_ns")
+
+    def __init__(self, family, label_values: tuple[str, ...], attributes: Attributes) -> None:
+        self._lock = threading.Lock()
+        self._family = family
+        self.label_values = label_values
+        self.attributes = attributes
+        self.created_ns = time.time_ns()
+
+    @property
+    def metric(self) -> str:
+        """The metric (family) name, for error messages and drop reports."""
+        return self._family.name
+
+    _metric = metric  # the name the decorators module used
+
+    def _dropped(self, reason: str, value: object) -> None:
+        self._family.drops.dropped(self._family.name, reason, value)
+
+    def _number(self, value: object, what: str = "value") -> float | None:
+        """``value`` as a finite float, or None after counting it as dropped (NaN/inf)."""
+        number = check_number(self._family.name, value, what)
+        if math.isnan(number) or math.isinf(number):
+            self._dropped(drop_reason(number), value)
+            return None
+        return number
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class CounterSeries(Series):
+    """One labelled counter series; what ``Counter.labels(...)`` returns."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self._value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        """Increment by ``amount`` (>= 0). NaN/inf are dropped and counted."""
+        cls = amount.__class__
+        # Fast path: an int or finite float >= 0 (NaN fails ``>= 0``).
+        if (cls is int or cls is float) and 0 <= amount <= MAX:
+            lock = self._lock
+            lock.acquire()
+            total = self._value + amount
+            if total != INF:
+                self._value = total
+                lock.release()
+                return
+            lock.release()
+            # A total beyond float range would pin the counter at +Inf for good.
+            self._dropped("overflow", amount)
+            return
+        value = self._number(amount, "increment")
+        if value is None:
+            return
+        if value < 0:
+            raise ValueError(f"{self._family.name}: counters can only be incremented by non-negative amounts, "
+                             f"got {amount!r}")
+        self.inc(value)
+
+    def get(self) -> float:
+        return self._value
+
+    def count_exceptions(self, exception: type[BaseException] | tuple = Exception):
+        """Decorator / context manager: +1 per call raising ``exception`` (sync, async, generators)."""
+        return count_exceptions(self, exception)
+
+    def _reset(self) -> None:
+        self._value = 0.0
+        self.created_ns = time.time_ns()
+
+
+class GaugeSeries(Series):
+    """One labelled gauge series; what ``Gauge.labels(...)`` returns.
+
+    A gauge has no value until one is set (``get()`` is None then) and no
+    sample is published for it: a first value of NaN/inf is dropped, not
+    replaced by an invented 0.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self._value: float | None = None
+
+    def _finite(self, value: object) -> float | None:
+        """``value`` as a finite float, or None after counting it as dropped (for subclasses)."""
+        return self._number(value)
+
+    def set(self, value: float) -> None:
+        """Set to ``value``. NaN/inf are dropped (the previous value stays) and counted."""
+        cls = value.__class__
+        if not ((cls is float or cls is int) and -MAX <= value <= MAX):
+            value = self._number(value)
+            if value is None:
+                return
+        lock = self._lock
+        lock.acquire()
+        self._value = float(value)
+        lock.release()
+
+    def _add(self, amount: object, sign: float) -> None:
+        number = self._number(amount)
+        if number is None:
+            return
+        lock = self._lock
+        lock.acquire()
+        total = (self._value or 0.0) + sign * number
+        if -INF < total < INF:
+            self._value = total
+            lock.release()
+            return
+        lock.release()
+        self._dropped("overflow", amount)
+
+    def inc(self, amount: float = 1) -> None:
+        self._add(amount, 1.0)
+
+    def dec(self, amount: float = 1) -> None:
+        self._add(amount, -1.0)
+
+    def get(self) -> float | None:
+        return self._value
+
+    def _reset(self) -> None:
+        self._value = None
+        self.created_ns = time.time_ns()
+
+
+class HistogramSeries(Series):
+    """One labelled histogram series; what ``Histogram.labels(...)`` returns.
+
+    Buckets are OTel explicit buckets: bucket ``i`` counts values in
+    ``(bounds[i-1], bounds[i]]``, the last one values above every bound,
+    which is Prometheus' ``le`` semantics too. Negative values are kept.
+    """
+
+    __slots__ = ("_bounds", "_counts", "_sum", "_min", "_max")
+
+    def __init__(self, family, label_values, attributes, bounds: tuple[float, ...]) -> None:
+        super().__init__(family, label_values, attributes)
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+        self._min = INF
+        self._max = -INF
+
+    def observe(self, value: float) -> None:
+        """Record one observation. NaN/inf are dropped and counted."""
+        cls = value.__class__
+        if not ((cls is float or cls is int) and -MAX <= value <= MAX):
+            value = self._number(value)
+            if value is None:
+                return
+        index = bisect_left(self._bounds, value)
+        lock = self._lock
+        lock.acquire()
+        total = self._sum + value
+        if -INF < total < INF:
+            self._counts[index] += 1
+            self._sum = total
+            if value < self._min:
+                self._min = value
+            if value > self._max:
+                self._max = value
+            lock.release()
+            return
+        lock.release()
+        # A sum beyond float range would make the sum (and any mean) +-Inf for good.
+        self._dropped("overflow", value)
+
+    def time(self):
+        """Decorator / context manager observing elapsed seconds (sync, async, generators)."""
+        return time_histogram(self)
+
+    def snapshot(self) -> tuple[list[int], float, float, float]:
+        """(bucket counts, sum, min, max), consistent with each other."""
+        lock = self._lock
+        lock.acquire()
+        result = list(self._counts), self._sum, self._min, self._max
+        lock.release()
+        return result
+
+    def _reset(self) -> None:
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+        self._min = INF
+        self._max = -INF
+        self.created_ns = time.time_ns()
