@@ -181,6 +181,8 @@ def test_the_wheel_carries_the_assets_license_and_typing_marker(dist):
     assert "License-Expression: Apache-2.0" in metadata
     assert f"Version: {__version__}" in metadata
     assert not [n for n in names if n.endswith(".go") or n.startswith(("tests/", "benchmarks/"))]
+    modules = {n for n in names if n.endswith(".py")}
+    assert modules == {p.relative_to(ROOT).as_posix() for p in (ROOT / "tinywindow_otel").rglob("*.py")}
 
 
 def test_the_sdist_carries_the_same_assets_once(dist):
