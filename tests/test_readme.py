@@ -1,0 +1,36 @@
+"""The README speaks to people about the product: its tour, both Compose versions, nothing else."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def sections() -> dict[str, str]:
+    parts = re.split(r"^## (.+)$", README, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_the_readme_speaks_of_the_product_only():
+    # The Performance section reports benchmark ratios and is checked with the benchmarks.
+    text = "\n".join(body for title, body in sections().items() if title != "Performance")
+    for pattern in (r"\bseeds?\b", r"\bissues?\b", r"\bthis machine\b", r"\bsession\b"):
+        assert not re.search(pattern, text, flags=re.IGNORECASE), pattern
+
+
+def test_the_tour_goes_from_pip_install_to_a_firing_alert():
+    tour = sections()["Five-minute tour"]
+    steps = ["pip install tinywindow-otel", "tinywindow-otel --version", "MetricsServer(", "Counter(",
+             "tinywindow-otel assets export", "tinywindow-otel stack", "[FIRING]"]
+    positions = [tour.find(step) for step in steps]
+    assert -1 not in positions, dict(zip(steps, positions))
+    assert positions == sorted(positions)
+
+
+def test_both_compose_versions_are_explained():
+    docker = sections()["Monitoring assets"]
+    assert "docker compose up -d" in docker and "docker-compose up -d" in docker
+    assert "Compose v2" in docker and "Compose v1" in docker
