@@ -34,3 +34,25 @@ def test_both_compose_versions_are_explained():
     docker = sections()["Monitoring assets"]
     assert "docker compose up -d" in docker and "docker-compose up -d" in docker
     assert "Compose v2" in docker and "Compose v1" in docker
+
+
+def python_block_after(heading: str) -> str:
+    body = README.split(heading + "\n", 1)[1]
+    return re.search(r"```python\n(.*?)```", body, flags=re.DOTALL).group(1)
+
+
+def test_the_own_metrics_example_runs_and_shows_on_metrics():
+    import subprocess
+    import sys
+
+    program = python_block_after("### Your own metrics") + (
+        "import urllib.request\n"
+        "from tinywindow_otel import MetricsServer\n"
+        "with MetricsServer(port=0) as server:\n"
+        "    print(urllib.request.urlopen(server.url, timeout=5).read().decode())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for line in ('signals_total{strategy="momentum"} 1.0', 'open_orders{exchange="binance"} 3.0',
+                 'fill_seconds_bucket{exchange="binance",le="0.5"} 1.0', 'fill_seconds_count{exchange="binance"} 1.0'):
+        assert line in result.stdout.splitlines(), line
