@@ -130,6 +130,23 @@ def prometheus_config(app_target: str | None, alertmanager_target: str, interval
     return json.dumps(config, indent=2) + "\n"
 
 
+def collector_environment(host: str, ports: dict[str, int], remote_write_url: str) -> dict[str, str]:
+    """The variables collector/otelcol.yaml reads its addresses from (its defaults are the container's).
+
+    ``ports``: ``http``, ``grpc`` (OTLP in), ``exporter`` (the :8889 prometheus
+    exporter), ``telemetry`` (its own metrics), ``health``.
+    """
+    return {
+        "OTELCOL_OTLP_HTTP_ENDPOINT": f"{host}:{ports['http']}",
+        "OTELCOL_OTLP_GRPC_ENDPOINT": f"{host}:{ports['grpc']}",
+        "OTELCOL_PROMETHEUS_ENDPOINT": f"{host}:{ports['exporter']}",
+        "OTELCOL_TELEMETRY_HOST": host,
+        "OTELCOL_TELEMETRY_PORT": str(ports["telemetry"]),
+        "OTELCOL_HEALTH_ENDPOINT": f"{host}:{ports['health']}",
+        "PROMETHEUS_REMOTE_WRITE_URL": remote_write_url,
+    }
+
+
 def alertmanager_config(template: str, webhook_base: str, token_file: str | Path, fast: bool = False) -> str:
     """alerts/alertmanager.yml with every receiver delivering to the local sink.
 
@@ -288,17 +305,8 @@ class LocalStack:
         return f"{self.host}:{self.collector_ports['telemetry']}"
 
     def _collector_env(self) -> dict[str, str]:
-        ports, host = self.collector_ports, self.host
-        return {
-            **os.environ,
-            "OTELCOL_OTLP_HTTP_ENDPOINT": f"{host}:{ports['http']}",
-            "OTELCOL_OTLP_GRPC_ENDPOINT": f"{host}:{ports['grpc']}",
-            "OTELCOL_PROMETHEUS_ENDPOINT": f"{host}:{ports['exporter']}",
-            "OTELCOL_TELEMETRY_HOST": host,
-            "OTELCOL_TELEMETRY_PORT": str(ports["telemetry"]),
-            "OTELCOL_HEALTH_ENDPOINT": f"{host}:{ports['health']}",
-            "PROMETHEUS_REMOTE_WRITE_URL": f"{self.prometheus_url}/api/v1/write",
-        }
+        return {**os.environ, **collector_environment(self.host, self.collector_ports,
+                                                      f"{self.prometheus_url}/api/v1/write")}
 
     def start(self, timeout: float = 30.0) -> LocalStack:
         prometheus = find_binary(PROMETHEUS_BINARIES)
