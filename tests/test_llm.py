@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import sample_value
 
+from tinywindow_otel.testing import reset
 from tinywindow_otel.catalog import BY_NAME, GEN_AI_DURATION_BUCKETS, GEN_AI_METRICS, GEN_AI_TOKEN_BUCKETS
 from tinywindow_otel.llm import Price, PriceTable, llm_call, prices, read_usage
 from tinywindow_otel.metrics import REGISTRY
@@ -222,4 +223,4 @@ def test_otlp_keeps_dotted_attribute_names_and_omits_error_type_on_success():
             assert sums == {"input": 10.0, "output": 20.0}
             assert list(usage.histogram.data_points[0].explicit_bounds) == list(GEN_AI_TOKEN_BUCKETS)
         finally:
-            reset()  # shut the OTLP pipeline down and forget configure()'s settings
+            reset()  # tinywindow_otel.testing: the next test starts from the environment's settings

@@ -9,6 +9,7 @@ import threading
 import pytest
 from helpers import sample_value
 
+from tinywindow_otel.testing import reset
 from tinywindow_otel.catalog import BY_NAME, EXECUTION_METRICS, SLIPPAGE_BUCKETS
 from tinywindow_otel.metrics import REGISTRY
 from tinywindow_otel.orders import CLOSING_STATUSES, Order, order, slippage_bps
@@ -248,4 +249,4 @@ def test_otlp_and_metrics_agree_on_execution_metrics(tmp_path):
                 families = scrape(server.url)
             assert sample_value(families, ORDERS, venue="binance", status="filled") == filled.as_double
         finally:
-            reset()  # shut the OTLP pipeline down and forget configure()'s settings
+            reset()  # tinywindow_otel.testing: the next test starts from the environment's settings

@@ -19,6 +19,7 @@ import yaml
 
 from helpers import free_port
 from monitoring.assets import ROOT
+from tinywindow_otel.cli.stack import collector_environment
 
 COLLECTOR_CONFIG = ROOT / "collector" / "otelcol.yaml"
 OTLP_RECEIVER_CONFIG = ROOT / "prometheus" / "otlp-receiver.yml"
@@ -135,20 +136,12 @@ class Collector:
 
     def __init__(self, procs: Processes, binary: str, remote_write_url: str, name: str = "collector") -> None:
         self.procs, self.binary, self.name = procs, binary, name
-        ports = {key: free_port() for key in ("health", "grpc", "http", "prometheus", "telemetry")}
+        ports = {key: free_port() for key in ("health", "grpc", "http", "exporter", "telemetry")}
         self.health_url = f"http://127.0.0.1:{ports['health']}/"
         self.otlp_http = f"http://127.0.0.1:{ports['http']}"
-        self.prometheus_target = f"127.0.0.1:{ports['prometheus']}"
+        self.prometheus_target = f"127.0.0.1:{ports['exporter']}"
         self.telemetry_target = f"127.0.0.1:{ports['telemetry']}"
-        self.env = {
-            "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
-            "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
-            "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
-            "OTELCOL_PROMETHEUS_ENDPOINT": self.prometheus_target,
-            "OTELCOL_TELEMETRY_HOST": "127.0.0.1",
-            "OTELCOL_TELEMETRY_PORT": str(ports["telemetry"]),
-            "PROMETHEUS_REMOTE_WRITE_URL": remote_write_url,
-        }
+        self.env = collector_environment("127.0.0.1", ports, remote_write_url)
         self.process: subprocess.Popen | None = None
         self.start()
 
@@ -168,10 +161,10 @@ class Collector:
 class Workload:
     """otlp_workload.py in a child process; ``port`` is its /metrics port when it serves one."""
 
-    def __init__(self, procs: Processes, name: str, env: dict[str, str]) -> None:
+    def __init__(self, procs: Processes, name: str, env: dict[str, str], script: Path = WORKLOAD) -> None:
         self.procs, self.name = procs, name
         self._consumed = 0  # lines of its output already read
-        self.process = procs.start(name, [sys.executable, str(WORKLOAD)], env=env, stdin=subprocess.PIPE)
+        self.process = procs.start(name, [sys.executable, str(script)], env=env, stdin=subprocess.PIPE)
         self.port = self._read_json("port", timeout=30)["port"]
 
     def _read_json(self, key: str, timeout: float) -> dict:
@@ -196,6 +189,11 @@ class Workload:
         self.process.stdin.flush()
         if wait:
             self.recorded(timeout)
+
+    def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        self.process.stdin.flush()
 
     def recorded(self, timeout: float = 15.0) -> None:
         self._read_json("recorded", timeout)

@@ -8,9 +8,9 @@ import urllib.request
 
 import yaml
 
-from helpers import wait_until
+from helpers import free_port, sample_value, scrape, wait_until
 from monitoring.assets import ROOT
-from monitoring.deploy import Collector, Processes
+from monitoring.deploy import Collector, Processes, Workload, otlp_env
 
 CONFIG = ROOT / "collector" / "otelcol.yaml"
 GOMOD = ROOT / "collector" / "go.mod"
@@ -99,4 +99,25 @@ def test_runs_serves_health_and_its_own_metrics(otelcol, tmp_path):
                 return response.read().decode()
         text = wait_until(own_metrics, timeout=15, what="the collector's own metrics")
         assert 'exporter="prometheus_remote_write"' in text
+        assert collector.process.poll() is None
+
+
+def test_a_failing_remote_write_shows_in_its_own_metrics(otelcol, tmp_path):
+    """What an export-failure alert can read: the queue fills, nothing counts as sent to remote write
+    (send_failed only counts once a batch's retries run out, after retry_on_failure.max_elapsed_time)."""
+    with Processes(tmp_path) as procs:
+        collector = Collector(procs, otelcol, f"http://127.0.0.1:{free_port()}/api/v1/write")  # nobody listening
+        Workload(procs, "app", otlp_env(collector.otlp_http + "/v1/metrics", **{"service.instance.id": "bot-1"}))
+        url = f"http://{collector.telemetry_target}/metrics"
+        remote = {"exporter": "prometheus_remote_write"}
+
+        def queued():
+            families = scrape(url)
+            size = sample_value(families, "otelcol_exporter_queue_size", data_type="metrics", **remote)
+            return families if size is not None and size >= 2 else None
+        families = wait_until(queued, timeout=20, interval=0.25, what="remote-write batches queueing up")
+        assert sample_value(families, "otelcol_receiver_accepted_metric_points_total", receiver="otlp",
+                            transport="http") > 0
+        assert sample_value(families, "otelcol_exporter_sent_metric_points_total", exporter="prometheus") > 0
+        assert not sample_value(families, "otelcol_exporter_sent_metric_points_total", **remote)  # sent nothing
         assert collector.process.poll() is None

@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -47,7 +48,8 @@ def test_stack_collector_pushes_the_demo_through_the_collector(otelcol):
         cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)
+    reader.start()
     urls: dict[str, str] = {}
     output: list[str] = []
     try:
@@ -86,8 +88,13 @@ def test_stack_collector_pushes_the_demo_through_the_collector(otelcol):
         if process.poll() is None:
             process.kill()
             process.wait(10)
+    reader.join(10)  # the pipe closed: everything printed is in the queue
     rest = []
-    wait_until(lambda: process.stdout.closed or lines.qsize() or True, timeout=1)
     while not lines.empty():
         rest.append(lines.get())
     assert "tinywindow-otel stack: stopped" in "".join(output + rest)
+    for name in ("otlp", "prometheus", "alertmanager"):  # the collector is stopped with the rest
+        host, port = urllib.parse.urlsplit(urls[name]).hostname, urllib.parse.urlsplit(urls[name]).port
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            assert sock.connect_ex((host, port)) != 0, f"{name} still listening after stop"

@@ -61,10 +61,24 @@ def _run_build(*units: str) -> dict[str, str]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@functools.cache
+_BUILT: dict[tuple[str, ...], dict[str, str] | ToolUnavailable] = {}
+
+
 def go_binaries(*units: str) -> dict[str, str]:
-    """{binary name: path} for these build units (collector, prometheus, alertmanager); builds once per session."""
-    return _run_build(*units)
+    """{binary name: path} for these build units (collector, prometheus, alertmanager).
+
+    Built (or found in the cache) once per session; a failure is remembered too,
+    so the remaining tests report it at once instead of building again.
+    """
+    if units not in _BUILT:
+        try:
+            _BUILT[units] = _run_build(*units)
+        except ToolUnavailable as exc:
+            _BUILT[units] = exc
+    outcome = _BUILT[units]
+    if isinstance(outcome, ToolUnavailable):
+        raise outcome
+    return outcome
 
 
 def collector_binary() -> str:

@@ -130,6 +130,23 @@ def prometheus_config(app_target: str | None, alertmanager_target: str, interval
     return json.dumps(config, indent=2) + "\n"
 
 
+def collector_environment(host: str, ports: dict[str, int], remote_write_url: str) -> dict[str, str]:
+    """The variables collector/otelcol.yaml reads its addresses from (its defaults are the container's).
+
+    ``ports``: ``http``, ``grpc`` (OTLP in), ``exporter`` (the :8889 prometheus
+    exporter), ``telemetry`` (its own metrics), ``health``.
+    """
+    return {
+        "OTELCOL_OTLP_HTTP_ENDPOINT": f"{host}:{ports['http']}",
+        "OTELCOL_OTLP_GRPC_ENDPOINT": f"{host}:{ports['grpc']}",
+        "OTELCOL_PROMETHEUS_ENDPOINT": f"{host}:{ports['exporter']}",
+        "OTELCOL_TELEMETRY_HOST": host,
+        "OTELCOL_TELEMETRY_PORT": str(ports["telemetry"]),
+        "OTELCOL_HEALTH_ENDPOINT": f"{host}:{ports['health']}",
+        "PROMETHEUS_REMOTE_WRITE_URL": remote_write_url,
+    }
+
+
 def alertmanager_config(template: str, webhook_base: str, token_file: str | Path, fast: bool = False) -> str:
     """alerts/alertmanager.yml with every receiver delivering to the local sink.
 
@@ -288,17 +305,8 @@ class LocalStack:
         return f"{self.host}:{self.collector_ports['telemetry']}"
 
     def _collector_env(self) -> dict[str, str]:
-        ports, host = self.collector_ports, self.host
-        return {
-            **os.environ,
-            "OTELCOL_OTLP_HTTP_ENDPOINT": f"{host}:{ports['http']}",
-            "OTELCOL_OTLP_GRPC_ENDPOINT": f"{host}:{ports['grpc']}",
-            "OTELCOL_PROMETHEUS_ENDPOINT": f"{host}:{ports['exporter']}",
-            "OTELCOL_TELEMETRY_HOST": host,
-            "OTELCOL_TELEMETRY_PORT": str(ports["telemetry"]),
-            "OTELCOL_HEALTH_ENDPOINT": f"{host}:{ports['health']}",
-            "PROMETHEUS_REMOTE_WRITE_URL": f"{self.prometheus_url}/api/v1/write",
-        }
+        return {**os.environ, **collector_environment(self.host, self.collector_ports,
+                                                      f"{self.prometheus_url}/api/v1/write")}
 
     def start(self, timeout: float = 30.0) -> LocalStack:
         prometheus = find_binary(PROMETHEUS_BINARIES)
@@ -318,6 +326,10 @@ class LocalStack:
                 "--cluster.listen-address=",  # no gossip: one local instance
                 "--log.level=warn",
             ])
+            deadline = time.monotonic() + timeout
+            # Alertmanager first: alerts Prometheus sends before it listens are
+            # re-sent only after --rules.alert.resend-delay (1m).
+            self._wait_ready("alertmanager", self.alertmanager_url + "/-/ready", deadline)
             self._launch("prometheus", [
                 prometheus,
                 f"--config.file={self.workdir / 'prometheus.yml'}",
@@ -325,12 +337,13 @@ class LocalStack:
                 f"--web.listen-address={self.host}:{self.prometheus_port}",
                 "--log.level=warn",
                 *(["--web.enable-remote-write-receiver"] if collector else []),
+                # Fast alerts: alerts fired before Alertmanager is discovered (the
+                # Watchdog, at the first evaluation) are re-sent in seconds, not 1m.
+                *(["--rules.alert.resend-delay=5s"] if self.for_override else []),
             ])
             if collector:
                 self._launch("collector", [collector, f"--config={self.assets / COLLECTOR_FILE}"],
                              env=self._collector_env())
-            deadline = time.monotonic() + timeout
-            self._wait_ready("alertmanager", self.alertmanager_url + "/-/ready", deadline)
             self._wait_ready("prometheus", self.prometheus_url + "/-/ready", deadline)
             if collector:
                 self._wait_ready("collector", f"http://{self.host}:{self.collector_ports['health']}/", deadline)
