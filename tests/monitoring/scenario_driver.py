@@ -18,6 +18,7 @@ from tinywindow_otel import (
     MetricsServer, api_errors_total, api_latency_seconds, api_requests_total, circuit_breaker_trips,
     kill_switch_activations, trade_pnl_usd, trades_total,
 )
+from tinywindow_otel.cli.demo_execution import ExecutionSimulation
 from tinywindow_otel.exporters import (
     agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter, trading_exporter,
 )
@@ -71,8 +72,10 @@ def main() -> int:
 
     tick = 0
     breached = False
+    execution = ExecutionSimulation(seed=1, llm_call_probability=0.2)  # the execution and agents dashboards
     while not stop.is_set():
         tick += 1
+        execution.tick()
         if breach.is_set() and not breached:
             breached = True
             trip("daily_loss", keep_open=False)                       # a series that never existed, reset at once
