@@ -1,6 +1,6 @@
 """make_asgi_app() and make_wsgi_app() under real servers (uvicorn with Starlette/FastAPI routing,
-hypercorn with its lifespan-forwarding dispatcher, waitress, wsgiref with its WSGI validator), all on
-port 0, compared with MetricsServer's body."""
+hypercorn with its lifespan-forwarding dispatcher, waitress with and without Flask, wsgiref with its
+WSGI validator), all on port 0, compared with MetricsServer's body."""
 
 from __future__ import annotations
 
@@ -81,8 +81,14 @@ def hypercorn_serving(app):
 
         try:
             asyncio.run(main())
+        except asyncio.CancelledError as exc:
+            # Hypercorn cancels the dispatcher's lifespan task group once every app has
+            # acknowledged shutdown; on some Pythons that cancellation escapes serve().
+            if not state.get("stopping"):
+                state["error"] = exc
         except BaseException as exc:  # noqa: BLE001 - reported below
             state["error"] = exc
+        finally:
             ready.set()
 
     thread = threading.Thread(target=run, daemon=True)
@@ -94,6 +100,7 @@ def hypercorn_serving(app):
         yield base
     finally:
         if "loop" in state:
+            state["stopping"] = True
             state["loop"].call_soon_threadsafe(state["stop"].set)
         thread.join(timeout=20)
     assert not thread.is_alive(), "hypercorn did not shut down"
@@ -258,15 +265,31 @@ def test_wsgi_app_under_a_real_wsgi_server(serving):
         check_metrics_endpoint(base + "/metrics")
 
 
+def test_wsgi_app_mounted_beside_a_flask_app():
+    """prometheus_client's Flask recipe: werkzeug's dispatcher sends /metrics to the app."""
+    from flask import Flask
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    flask_app = Flask("orders")
+
+    @flask_app.get("/orders")
+    def orders():
+        return {"open": 0}
+
+    flask_app.wsgi_app = DispatcherMiddleware(flask_app.wsgi_app, {"/metrics": make_wsgi_app()})  # type: ignore[method-assign]
+    with waitress_serving(flask_app) as base:
+        check_metrics_endpoint(base + "/metrics")
+        assert requests.get(base + "/orders", timeout=5).json() == {"open": 0}
+
+
 def test_a_failing_collection_answers_500_and_the_app_keeps_serving(monkeypatch):
     from tinywindow_otel import endpoint
 
-    class Broken:
-        def render(self):
-            raise RuntimeError("collector exploded")
+    def broken():
+        raise RuntimeError("collector exploded")
 
     with wsgiref_serving(make_wsgi_app()) as base:
-        monkeypatch.setattr(endpoint, "pipeline", lambda: Broken())
+        monkeypatch.setattr(endpoint, "render", broken)
         response = requests.get(base + "/metrics", timeout=5)
         assert response.status_code == 500 and "collector exploded" not in response.text
         monkeypatch.undo()

@@ -15,6 +15,7 @@ from tinywindow_otel.exchange import feed, record_rate_limit
 from tinywindow_otel.exporters import agent_exporter
 from tinywindow_otel.llm import llm_call
 from tinywindow_otel.orders import order
+from tinywindow_otel.testing import reset
 
 NEW = {spec.name for spec in EXECUTION_METRICS + EXCHANGE_METRICS + GEN_AI_METRICS + CALIBRATION_METRICS}
 # Read at collection time, so the two collections (push, then scrape) legitimately differ.
@@ -80,8 +81,7 @@ def test_otlp_and_metrics_agree_on_every_new_series():
             with MetricsServer(port=0) as server:
                 families = scrape(server.url)
         finally:
-            pipeline.shutdown(1000)
-            pipeline._settings = None
+            reset()  # shut the OTLP pipeline down and forget configure()'s settings
     scraped = {key: value for key, value in scrape_as_samples(families).items()
                if any(key[0].startswith(BY_NAME[name].exposed_name) for name in NEW - MOVING)}
     # Prometheus shows a missing label as ""; OTLP omits error.type on success.

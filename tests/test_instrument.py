@@ -149,9 +149,10 @@ def test_api_call_cancellation_is_a_request_not_an_error(scrape_metrics):
     asyncio.run(main())
     families = scrape_metrics()
     assert sample_value(families, "tinywindow_api_requests_total", service="claude") == 1
-    # No error sample of any type for this service (the family may exist, without a series of "claude").
-    errors = families.get("tinywindow_api_errors_total")
-    assert [s for s in (errors.samples if errors else []) if s.labels.get("service") == "claude"] == []
+    # No error sample of any type for this service.
+    errors = [s for f in families.values() for s in f.samples if s.name == "tinywindow_api_errors_total"]
+    assert all(s.labels.get("service") != "claude" for s in errors)
+    assert REGISTRY.get("tinywindow_api_errors_total").series() == []  # not even at 0
 
 
 def test_unawaited_coroutine_records_nothing():

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import sample_value
 
+from tinywindow_otel.testing import reset
 from tinywindow_otel.catalog import BY_NAME, GEN_AI_DURATION_BUCKETS, GEN_AI_METRICS, GEN_AI_TOKEN_BUCKETS
 from tinywindow_otel.llm import Price, PriceTable, llm_call, prices, read_usage
 from tinywindow_otel.metrics import REGISTRY
@@ -191,6 +192,7 @@ def test_otlp_keeps_dotted_attribute_names_and_omits_error_type_on_success():
 
     import tinywindow_otel as tw
     from tinywindow_otel import pipeline
+    from tinywindow_otel.testing import reset
 
     with OTLPReceiver() as receiver:
         try:
@@ -221,5 +223,4 @@ def test_otlp_keeps_dotted_attribute_names_and_omits_error_type_on_success():
             assert sums == {"input": 10.0, "output": 20.0}
             assert list(usage.histogram.data_points[0].explicit_bounds) == list(GEN_AI_TOKEN_BUCKETS)
         finally:
-            pipeline.shutdown(1000)
-            pipeline._settings = None
+            reset()  # tinywindow_otel.testing: the next test starts from the environment's settings

@@ -9,6 +9,7 @@ import threading
 import pytest
 from helpers import sample_value
 
+from tinywindow_otel.testing import reset
 from tinywindow_otel.catalog import BY_NAME, EXECUTION_METRICS, SLIPPAGE_BUCKETS
 from tinywindow_otel.metrics import REGISTRY
 from tinywindow_otel.orders import CLOSING_STATUSES, Order, order, slippage_bps
@@ -230,6 +231,7 @@ def test_otlp_and_metrics_agree_on_execution_metrics(tmp_path):
 
     import tinywindow_otel as tw
     from tinywindow_otel import MetricsServer, pipeline
+    from tinywindow_otel.testing import reset
 
     with OTLPReceiver() as receiver:
         try:
@@ -247,5 +249,4 @@ def test_otlp_and_metrics_agree_on_execution_metrics(tmp_path):
                 families = scrape(server.url)
             assert sample_value(families, ORDERS, venue="binance", status="filled") == filled.as_double
         finally:
-            pipeline.shutdown(1000)
-            pipeline._settings = None
+            reset()  # tinywindow_otel.testing: the next test starts from the environment's settings

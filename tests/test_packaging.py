@@ -25,11 +25,42 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from helpers import require_tool, wait_until
+from helpers import fetch, free_port, require_tool, wait_until
 from tinywindow_otel import __version__
 from tinywindow_otel.cli import assets
 
 USER_PROGRAM = ROOT / "tests" / "data" / "typing" / "user_program.py"
+
+
+def tour() -> str:
+    """The README's five-minute tour, which these tests follow from the wheel."""
+    text = (ROOT / "README.md").read_text()
+    return text.split("## Five-minute tour\n", 1)[1].split("\n## ", 1)[0]
+
+
+def tour_blocks(language: str) -> list[str]:
+    """The tour's fenced code blocks whose info string is ``language`` ("" for plain output)."""
+    blocks, current, info = [], None, ""
+    for line in tour().splitlines(keepends=True):
+        if line.startswith("```"):
+            if current is None:
+                current, info = [], line[3:].strip()
+            else:
+                if info == language:
+                    blocks.append("".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def tour_command(prefix: str) -> list[str]:
+    """The tour's shell command starting with ``prefix``, as argv."""
+    for block in tour_blocks("sh"):
+        for line in block.splitlines():
+            if line.startswith(prefix):
+                return line.split("#")[0].split()
+    raise AssertionError(f"the README's tour has no command starting with {prefix!r}")
 
 
 # --- the asset selection and export, in-process -----------------------------------------------
@@ -172,8 +203,32 @@ def test_installed_version_and_assets_path(installed, outside):
     assert not path.is_relative_to(ROOT)
 
 
+def test_the_tour_program_serves_what_the_readme_shows(installed, outside):
+    [program] = tour_blocks("python")
+    [expected] = [block for block in tour_blocks("") if block.startswith("tinywindow_trades_total")]
+    grep = re.search(r"grep -E '(.+?)'", tour()).group(1)
+    port = free_port()
+    assert "port=8000" in program
+    (outside / "tour.py").write_text(program.replace("port=8000", f"port={port}"))
+    process = subprocess.Popen([str(installed / "bin" / "python"), "tour.py"], cwd=outside, env=clean_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in process.stdout.readline()  # printed once the server is up
+        body = fetch(f"http://127.0.0.1:{port}/metrics")
+        shown = [line for line in body.splitlines() if re.match(grep, line)]
+        assert shown == expected.splitlines()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 0, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
 def test_assets_export_from_the_wheel_writes_the_repository_files(installed, outside):
-    result = run(installed, "assets", "export", "monitoring", cwd=outside)
+    argv = tour_command("tinywindow-otel assets export")
+    assert argv[1:] == ["assets", "export", "monitoring"]
+    result = run(installed, *argv[1:], cwd=outside)
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "README.md" in result.stdout
     for name in assets.select(ROOT):
@@ -209,9 +264,12 @@ def test_stack_from_the_wheel_fires_an_alert_and_stops_cleanly(installed, outsid
     """The README's tour: the stack from a pip install, outside any checkout, until a page is printed."""
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
+    argv = tour_command("tinywindow-otel stack")
+    shown = [line for block in tour_blocks("") for line in block.splitlines() if line.startswith("alertmanager -> ")]
+    page = next(line for line in shown if "(critical)" in line)
     process = subprocess.Popen(
-        [str(installed / "bin" / "tinywindow-otel"), "stack", "--fast-alerts", "--rate", "50", "--seed", "1",
-         "--interval", "1s", "--port", "0", "--prometheus-port", "0", "--alertmanager-port", "0"],
+        [str(installed / "bin" / argv[0]), *argv[1:], "--seed", "1",
+         "--port", "0", "--prometheus-port", "0", "--alertmanager-port", "0"],
         cwd=outside, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
@@ -224,10 +282,10 @@ def test_stack_from_the_wheel_fires_an_alert_and_stops_cleanly(installed, outsid
             output.append(lines.get())
         if process.poll() is not None:
             raise AssertionError("stack exited early:\n" + "".join(output))
-        return any(re.search(r"alertmanager -> /\S+ \[FIRING\] \w+ \(critical\)", line) for line in output)
+        return any(line.rstrip("\n") == page for line in output)
 
     try:
-        wait_until(page_printed, timeout=180, interval=0.2, what="a firing critical alert printed by the stack")
+        wait_until(page_printed, timeout=240, interval=0.2, what=f"the tour's page printed by the stack: {page}")
         urls = dict(re.findall(r"^\s+(prometheus|alertmanager)\s+(http://\S+)$", "".join(output), flags=re.M))
         assert set(urls) == {"prometheus", "alertmanager"}, "".join(output)
         process.send_signal(signal.SIGINT)

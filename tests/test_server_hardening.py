@@ -16,8 +16,9 @@ import pytest
 import requests
 from helpers import free_port, parse, sample_value, wait_until
 
-from tinywindow_otel import MetricsServer, MetricsServerError
+from tinywindow_otel import ConfigurationError, MetricsServer, MetricsServerError
 from tinywindow_otel.metrics import REGISTRY
+from tinywindow_otel.server import DEFAULT_MAX_CONNECTIONS
 
 DRIP_HEAD = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"  # headers never finished
 
@@ -91,13 +92,15 @@ def test_scrapes_keep_working_while_1000_drip_connections_are_open():
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
     drips: list[socket.socket] = []
     try:
-        with MetricsServer(port=0, request_timeout=30.0, max_connections=32) as server:
+        # The default cap; a deadline longer than the test, so only the cap can free threads.
+        with MetricsServer(port=0, request_timeout=60.0) as server:
             for _ in range(1000):
                 sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
                 sock.sendall(DRIP_HEAD)
                 drips.append(sock)
             # Connections beyond the cap were let go; their threads end.
-            held = wait_until(lambda: (n := handler_threads()) <= 32 + 4 and n, timeout=15,
+            cap = DEFAULT_MAX_CONNECTIONS
+            held = wait_until(lambda: (n := handler_threads()) <= cap + 4 and n, timeout=15,
                               what="server threads to fall to the connection cap")
             latencies = []
             for _ in range(20):
@@ -107,7 +110,7 @@ def test_scrapes_keep_working_while_1000_drip_connections_are_open():
                 assert response.status_code == 200
                 assert sample_value(parse(response.text), "tinywindow_trades_total",
                                     status="filled", symbol="BTC/USDT") == 3
-            assert handler_threads() <= 32 + 4, "scrapes must not let the thread count grow"
+            assert handler_threads() <= cap + 4, "scrapes must not let the thread count grow"
             p90 = statistics.quantiles(latencies, n=10)[-1]
             print(f"1000 drip connections: {held} server threads held, scrape p90 {p90 * 1000:.1f} ms")
             assert p90 < 1.0, f"scrape p90 {p90:.2f}s behind 1000 drip connections"
@@ -198,14 +201,15 @@ def test_error_pages_are_plain_text(server):
 
 @pytest.mark.parametrize("host", ["", "   "])
 def test_an_empty_host_is_refused_not_all_interfaces(host):
-    with pytest.raises(ValueError, match="every interface.*127.0.0.1.*0.0.0.0"):
+    with pytest.raises(ConfigurationError, match="every interface.*127.0.0.1.*0.0.0.0"):
         MetricsServer(host=host, port=0)
+    assert issubclass(ConfigurationError, ValueError)
 
 
 @pytest.mark.parametrize("kwargs", [{"request_timeout": 0}, {"request_timeout": -1},
                                     {"max_connections": 0}, {"max_connections": 1.5}])
 def test_limits_are_validated(kwargs):
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
+    with pytest.raises(ConfigurationError, match=next(iter(kwargs))):
         MetricsServer(port=0, **kwargs)
 
 
@@ -279,7 +283,7 @@ def test_when_every_slot_is_answering_a_new_connection_is_refused_at_once():
 
     with MetricsServer(port=0, max_connections=2) as server:
         scrapers = [threading.Thread(target=scrape, args=(server.url,)) for _ in range(2)]
-        with get_pipeline()._scrape_lock:  # the lock every render takes: both scrapes wait inside it
+        with get_pipeline().scrape_lock:  # the lock every render takes: both scrapes wait inside it
             for thread in scrapers:
                 thread.start()
             wait_until(lambda: handler_threads() == 2, timeout=10, what="two scrapes in flight")

@@ -3,16 +3,20 @@
 They serve the same body as ``MetricsServer`` (the same renderer, status
 codes and gzip rule); TLS and authentication are the host server's job.
 
-    from starlette.applications import Starlette          # or fastapi.FastAPI
+    from fastapi import FastAPI
     from tinywindow_otel import make_asgi_app
 
-    app = Starlette()
+    app = FastAPI()
     app.add_route("/metrics", make_asgi_app())   # answers /metrics itself, no 307
+
+    # Starlette: Starlette(routes=[Route("/metrics", make_asgi_app()), ...])
 
 ``app.mount("/metrics", ...)`` works too, but Starlette's router only hands a
 mount the paths below it: a bare ``/metrics`` is redirected to ``/metrics/``
-before the app is reached, and Prometheus does not follow that redirect. The
-apps answer whatever path they are routed (like prometheus_client's).
+before the app is reached, and Prometheus does not follow that redirect.
+Dispatchers that mount by prefix (hypercorn's ``DispatcherMiddleware``) serve
+the mount path itself. The apps answer whatever path they are routed, like
+prometheus_client's, and acknowledge ASGI ``lifespan`` events.
 
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
     from tinywindow_otel import make_wsgi_app
@@ -60,9 +64,12 @@ class _ASGIApp:
         # milliseconds and an executor would tie the app to asyncio.
         response = metrics_response(method, accept_encoding)
         headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.headers]
-        headers.append((b"content-length", str(len(response.body)).encode("ascii")))
+        headers.append((b"content-length", str(response.length).encode("ascii")))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
+        chunks = [] if method == "HEAD" else response.chunks
+        for chunk in chunks[:-1]:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": chunks[-1] if chunks else b""})
 
 
 class _WSGIApp:
@@ -70,8 +77,8 @@ class _WSGIApp:
         method = environ.get("REQUEST_METHOD", "GET")
         response = metrics_response(method, environ.get("HTTP_ACCEPT_ENCODING"))
         start_response(_status_line(response.status),
-                       [*response.headers, ("Content-Length", str(len(response.body)))])
-        return [b"" if method == "HEAD" else response.body]
+                       [*response.headers, ("Content-Length", str(response.length))])
+        return [] if method == "HEAD" else response.chunks
 
 
 def make_asgi_app() -> _ASGIApp:

@@ -17,10 +17,13 @@ From each linked pair:
   the agent's last ``window`` linked decisions. 0 is perfect; always saying
   0.5 scores 0.25; above 0.25 the confidence is worse than a coin flip.
 
-Decisions waiting for an outcome are kept at most ``ttl_seconds`` and at
-most ``max_pending`` of them (oldest first out); each one forgotten counts
-in ``tinywindow_agent_decisions_expired_total{agent}``, so memory stays
-bounded however many decisions never lead to a trade.
+The decision id *is* the decision (:class:`DecisionId`: agent, confidence,
+time, serial), so nothing is stored for a decision that is never linked:
+unlinked decisions cost no memory at all, however many there are. An outcome
+arriving more than ``ttl_seconds`` after its decision is not linked and
+counts in ``tinywindow_agent_decisions_expired_total{agent}``. To catch an
+outcome recorded twice, the last ``max_linked`` linked ids are remembered
+(bounded: only decisions that became trades are).
 """
 
 from __future__ import annotations
@@ -28,17 +31,18 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Hashable
+from collections.abc import Sequence
 from itertools import count
-from time import monotonic
+from typing import Any, NamedTuple
 
 from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
 from .metrics import REGISTRY, MetricRegistry
 
-__all__ = ["CONFIDENCE_BUCKETS", "CalibrationTracker", "confidence_bucket"]
+__all__ = ["CONFIDENCE_BUCKETS", "CalibrationTracker", "DecisionId", "confidence_bucket"]
 
 OUTCOMES = "tinywindow_agent_outcomes_total"
 BRIER = "tinywindow_agent_brier_score"
@@ -47,19 +51,31 @@ EXPIRED = "tinywindow_agent_decisions_expired_total"
 CONFIDENCE_BUCKETS = tuple(f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10))
 DEFAULT_WINDOW = 500
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600.0  # swing trades close within days; older decisions are noise
-DEFAULT_MAX_PENDING = 50_000  # ~100 bytes each: a few MB at most
+DEFAULT_MAX_LINKED = 10_000
 
 
-# Every tracker alive: a forked child gets fresh locks and no pending decisions
-# (a parent thread may hold a lock at fork time; the parent's ids are not the child's).
+class DecisionId(NamedTuple):
+    """What ``record_decision`` returns: everything ``record_outcome`` needs, so nothing is kept meanwhile.
+
+    A plain tuple: store it with the order, or as JSON (``list(decision_id)``)
+    and rebuild it with ``DecisionId(*values)`` after a restart.
+    """
+
+    agent: str
+    confidence: float
+    decided_at: float  # Unix time
+    serial: int
+
+
+_new_id = tuple.__new__
+
+# Every tracker alive: a forked child gets fresh locks (a parent thread may hold one at fork time).
 _TRACKERS: weakref.WeakSet = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     for tracker in list(_TRACKERS):
-        tracker._lock = threading.Lock()
-        tracker._pending = OrderedDict()
-        tracker._errors = {}
+        tracker.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
@@ -72,11 +88,11 @@ def confidence_bucket(confidence: float) -> str:
 
 
 class CalibrationTracker:
-    """Pending decisions by id, and per agent the window of squared errors behind the Brier score."""
+    """Links outcomes to decisions; per agent the window of squared errors behind the Brier score."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY, *, window: int = DEFAULT_WINDOW,
-                 ttl_seconds: float = DEFAULT_TTL_SECONDS, max_pending: int = DEFAULT_MAX_PENDING) -> None:
-        for name, value in (("window", window), ("max_pending", max_pending)):
+                 ttl_seconds: float = DEFAULT_TTL_SECONDS, max_linked: int = DEFAULT_MAX_LINKED) -> None:
+        for name, value in (("window", window), ("max_linked", max_linked)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{BRIER}: {name} must be a positive int, got {value!r}")
         ttl = _check_number(EXPIRED, ttl_seconds, "ttl_seconds")
@@ -87,55 +103,61 @@ class CalibrationTracker:
         self._expired = registry.get(EXPIRED)
         self.window = window
         self.ttl_seconds = ttl
-        self.max_pending = max_pending
-        self._ids = count(1)
+        self.max_linked = max_linked
+        self._serials = count(1)
         self._lock = threading.Lock()
-        self._pending: OrderedDict[Hashable, tuple[str, float, float]] = OrderedDict()
+        self._linked: OrderedDict[tuple[str, float, int], None] = OrderedDict()
         self._errors: dict[str, deque[float]] = {}
         _TRACKERS.add(self)
 
     def __len__(self) -> int:
-        """Decisions waiting for an outcome."""
-        return len(self._pending)
+        """Linked ids remembered to catch duplicates (never more than ``max_linked``)."""
+        return len(self._linked)
 
-    def register(self, agent: str, confidence: float, now: float | None = None) -> int | None:
-        """Remember a decision; returns its id (None when the confidence is not a finite value in [0, 1])."""
+    def register(self, agent: str, confidence: float, now: float | None = None) -> DecisionId | None:
+        """The id of a decision made now (None when the confidence is not a finite value in [0, 1]).
+
+        Nothing is stored: the id carries the decision.
+        """
         if not (0.0 <= confidence <= 1.0):  # NaN fails too; the confidence histogram counted it
             return None
-        decision_id = next(self._ids)
-        now = monotonic() if now is None else now
-        with self._lock:
-            self._pending[decision_id] = (agent, float(confidence), now)
-            self._expire_locked(now)
-        return decision_id
+        # tuple.__new__ skips the NamedTuple's Python-level __new__: this runs on every decision.
+        return _new_id(DecisionId, (agent, float(confidence), time.time() if now is None else now, next(self._serials)))
 
-    def record_outcome(self, decision_id: Hashable, pnl: float, now: float | None = None) -> bool:
+    def record_outcome(self, decision_id: DecisionId | Sequence, pnl: float, now: float | None = None) -> bool:
         """Link a trade's realised ``pnl`` to the decision; True if it was counted.
 
-        A NaN/inf ``pnl`` is dropped and counted, and the decision stays
-        pending (a corrected outcome may follow). An unknown or expired id is
-        counted as dropped (reason ``unknown_decision``), not raised: outcomes
-        arrive long after decisions, across restarts.
+        Not counted (and not raised: outcomes arrive long after decisions):
+        a NaN/inf ``pnl`` (dropped and counted; the decision can still be
+        linked later), an outcome past the time to live (counted as expired),
+        a second outcome for the same decision (dropped, ``duplicate_outcome``)
+        and breakeven (pnl == 0). An id that is not a decision id raises
+        ``TypeError`` naming the metric.
         """
         value = _check_number(OUTCOMES, pnl, "pnl")
+        decision = self._decision(decision_id)
         if math.isnan(value) or math.isinf(value):
             _drops.dropped(OUTCOMES, "nan" if math.isnan(value) else "inf", pnl)
             return False
-        try:
-            hash(decision_id)
-        except TypeError:
-            raise TypeError(f"{OUTCOMES}: decision_id must be the id record_decision returned, "
-                            f"got {type(decision_id).__name__}") from None
-        now = monotonic() if now is None else now
+        agent, confidence, decided_at, serial = decision
+        now = time.time() if now is None else now
+        if now - decided_at > self.ttl_seconds:
+            self._expired.labels(agent).inc()
+            return False
+        key = (agent, decided_at, serial)
         with self._lock:
-            self._expire_locked(now)
-            decision = self._pending.pop(decision_id, None)
-        if decision is None:
-            _drops.dropped(OUTCOMES, "unknown_decision", decision_id)
+            if key in self._linked:
+                duplicate = True
+            else:
+                duplicate = False
+                self._linked[key] = None
+                if len(self._linked) > self.max_linked:
+                    self._linked.popitem(last=False)
+        if duplicate:
+            _drops.dropped(OUTCOMES, "duplicate_outcome", decision_id)
             return False
         if value == 0:
             return False  # breakeven: neither a win nor a loss
-        agent, confidence, _ = decision
         won = value > 0
         self._outcomes.labels(agent, confidence_bucket(confidence), "win" if won else "loss").inc()
         error = (confidence - (1.0 if won else 0.0)) ** 2
@@ -148,30 +170,31 @@ class CalibrationTracker:
         self._brier.labels(agent).set(score)
         return True
 
-    def expire(self, now: float | None = None) -> None:
-        """Forget decisions older than the time to live (also done on every register/outcome)."""
-        with self._lock:
-            self._expire_locked(monotonic() if now is None else now)
-
-    def _expire_locked(self, now: float) -> None:
-        pending = self._pending
-        deadline = now - self.ttl_seconds
-        while pending:
-            oldest_id = next(iter(pending))
-            agent, _, created = pending[oldest_id]
-            if created >= deadline and len(pending) <= self.max_pending:
-                return
-            del pending[oldest_id]
-            self._expired.labels(agent).inc()
+    @staticmethod
+    def _decision(decision_id: object) -> DecisionId:
+        if isinstance(decision_id, DecisionId):
+            return decision_id
+        values: Any = decision_id
+        try:  # rebuilt from storage: [agent, confidence, decided_at, serial]
+            agent, confidence, decided_at, serial = values
+        except (TypeError, ValueError):
+            raise TypeError(f"{OUTCOMES}: decision_id must be the DecisionId record_decision returned, "
+                            f"got {type(decision_id).__name__} {decision_id!r:.80}") from None
+        numbers_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (confidence, decided_at))
+        if not isinstance(agent, str) or not numbers_ok or not isinstance(serial, int) \
+                or not 0.0 <= confidence <= 1.0:
+            raise TypeError(f"{OUTCOMES}: decision_id must be the DecisionId record_decision returned, "
+                            f"got {decision_id!r:.80}")
+        return DecisionId(agent, float(confidence), float(decided_at), serial)
 
     def after_fork_in_child(self) -> None:
-        """In a forked child: a new lock (a parent thread may have held it) and none of the parent's decisions."""
+        """In a forked child: a new lock (a parent thread may have held it), none of the parent's links or windows."""
         self._lock = threading.Lock()
-        self._pending = OrderedDict()
+        self._linked = OrderedDict()
         self._errors = {}
 
     def reset(self) -> None:
-        """Forget pending decisions and Brier windows (the counters stay)."""
+        """Forget remembered links and Brier windows (the counters stay)."""
         with self._lock:
-            self._pending.clear()
+            self._linked.clear()
             self._errors.clear()

@@ -247,7 +247,7 @@ CALIBRATION_METRICS: tuple[MetricSpec, ...] = (
                "decisions: 0 is perfect, 0.25 is a coin flip at 0.5.",
                ("agent",), "1"),
     MetricSpec("tinywindow_agent_decisions_expired_total", C,
-               "Decisions never linked to an outcome, forgotten after their time to live or beyond the pending limit.",
+               "Outcomes that arrived after their decision's time to live and were not linked.",
                ("agent",), "{decision}"),
 )
 

@@ -10,6 +10,8 @@ Environment variables (all optional; code arguments win over them):
 =========================================================  =================================
 ``OTEL_METRICS_EXPORTER``                                  ``prometheus`` (default), ``otlp``,
                                                            ``prometheus,otlp``, ``none``
+``TINYWINDOW_OTEL_METRICS_EXPORTER``                       the same, for this SDK only; wins
+                                                           over ``OTEL_METRICS_EXPORTER``
 ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT``                  base URL (``/v1/metrics`` appended
                                                            for HTTP) / full metrics URL
 ``OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL``                  ``http/protobuf`` (default), ``grpc``
@@ -25,6 +27,15 @@ Environment variables (all optional; code arguments win over them):
                                                            ``process_*`` and ``python_*``
 ``OTEL_SDK_DISABLED``                                      ``true``: no /metrics, no OTLP
 =========================================================  =================================
+
+``OTEL_METRICS_EXPORTER`` is also what ``opentelemetry-instrument`` reads to
+set up the *global* MeterProvider (auto-instrumentation). This SDK never
+touches the global provider; with both in one process, each follows the
+variable on its own: ``OTEL_METRICS_EXPORTER=otlp`` makes both push (to the
+same endpoint, under different scopes), ``prometheus`` makes the
+auto-instrumentation start its own exporter on port 9464 beside
+``MetricsServer``. Set ``TINYWINDOW_OTEL_METRICS_EXPORTER`` to give this SDK
+a different choice (e.g. ``prometheus`` here, ``otlp`` for the rest).
 
 Durations are milliseconds everywhere, as the OTel specification says (the
 Python OTLP exporters on their own read ``OTEL_EXPORTER_OTLP_TIMEOUT`` as
@@ -70,6 +81,7 @@ DEFAULT_SHUTDOWN_TIMEOUT_MS = 5_000.0
 
 SHUTDOWN_TIMEOUT_ENV = "TINYWINDOW_OTEL_SHUTDOWN_TIMEOUT"
 RUNTIME_METRICS_ENV = "TINYWINDOW_OTEL_RUNTIME_METRICS"
+EXPORTER_ENV = "TINYWINDOW_OTEL_METRICS_EXPORTER"
 # Below this, periodic export would busy a core (0.001 ms measured 664
 # exports/s): a typo in OTEL_METRIC_EXPORT_INTERVAL must not do that.
 MIN_EXPORT_INTERVAL_MS = 100.0
@@ -132,8 +144,11 @@ class Settings:
                     return name, value
             return None
 
+        # Ours first: OTEL_METRICS_EXPORTER is also read by opentelemetry-instrument
+        # for the global provider, and the two may need different values.
         exporters = _parse_exporters(*(("exporters", given["exporters"]) if "exporters" in given
-                                       else pick("OTEL_METRICS_EXPORTER") or ("OTEL_METRICS_EXPORTER", "prometheus")))
+                                       else pick(EXPORTER_ENV, "OTEL_METRICS_EXPORTER")
+                                       or ("OTEL_METRICS_EXPORTER", "prometheus")))
         found = pick("OTEL_SDK_DISABLED")
         sdk_disabled = _parse_bool(*found) if found else False
         if sdk_disabled:

@@ -31,14 +31,12 @@ decorator (each call then has its own state), as with prometheus_client.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
 
 from ._internal.selfmetrics import default_drops as _drops
-from ._internal.series import check_number as _check_number
 from ._internal.wrapper import FAILED as _FAILED  # noqa: F401
 from ._internal.wrapper import Instrument, count_exceptions, time_histogram  # noqa: F401
 from ._internal.wrapper import Probe as _Probe
@@ -186,7 +184,7 @@ class _TradeProbe(_Probe):
         if outcome.symbol is None:
             raise ValueError("tinywindow_trades_total: no symbol for this trade")
         self.exporter.record_trade(symbol=outcome.symbol, status=outcome.status,
-                                    pnl=outcome.pnl, amount_usd=outcome.amount_usd)
+                                   pnl=outcome.pnl, amount_usd=outcome.amount_usd)
 
 
 class _TradeInstrument(Instrument):

@@ -6,11 +6,11 @@ serving the metrics cannot drift apart.
 
 from __future__ import annotations
 
-import gzip
 import logging
+import zlib
 from typing import NamedTuple
 
-from .pipeline import MetricsDisabledError, get_pipeline
+from .pipeline import MetricsDisabledError, get_pipeline, render_metrics_chunks
 
 _log = logging.getLogger("tinywindow_otel")
 
@@ -24,12 +24,23 @@ _GZIP_LEVEL = 1
 class Response(NamedTuple):
     status: int
     headers: list[tuple[str, str]]
-    body: bytes  # sent for GET; for HEAD only its length is
+    chunks: list[bytes]  # the body, written in order; for HEAD only its length is sent
+
+    @property
+    def length(self) -> int:
+        return sum(map(len, self.chunks))
 
 
-def pipeline():
-    """The metrics pipeline: the only place the servers reach it."""
-    return get_pipeline()
+# The only two places the servers reach the metrics pipeline.
+
+def prepare() -> None:
+    """Build the pipeline now, raising a bad configuration, rather than at the first scrape."""
+    get_pipeline()
+
+
+def render() -> tuple[list[bytes], str]:
+    """The exposition, as encoded pieces, and its content type."""
+    return render_metrics_chunks()
 
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
@@ -51,8 +62,15 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     return False
 
 
+def _gzip(chunks: list[bytes]) -> list[bytes]:
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    out = [compressor.compress(chunk) for chunk in chunks]
+    out.append(compressor.flush())
+    return [piece for piece in out if piece]
+
+
 def not_allowed() -> Response:
-    return Response(405, [("Content-Type", TEXT), ("Allow", ALLOW)], b"method not allowed\n")
+    return Response(405, [("Content-Type", TEXT), ("Allow", ALLOW)], [b"method not allowed\n"])
 
 
 def metrics_response(method: str, accept_encoding: str | None = None) -> Response:
@@ -60,14 +78,14 @@ def metrics_response(method: str, accept_encoding: str | None = None) -> Respons
     if method not in ("GET", "HEAD"):
         return not_allowed()
     try:
-        body, content_type = pipeline().render()
+        chunks, content_type = render()
     except MetricsDisabledError as exc:  # configuration, not a fault: say so, don't log
-        return Response(503, [("Content-Type", TEXT)], f"{exc}\n".encode())
+        return Response(503, [("Content-Type", TEXT)], [f"{exc}\n".encode()])
     except Exception:  # a broken collection must not kill the serving thread or task
         _log.exception("collecting metrics for a scrape failed")
-        return Response(500, [("Content-Type", TEXT)], b"collection failed\n")
+        return Response(500, [("Content-Type", TEXT)], [b"collection failed\n"])
     headers = [("Content-Type", content_type), ("Vary", "Accept-Encoding")]
     if accepts_gzip(accept_encoding):
-        body = gzip.compress(body, compresslevel=_GZIP_LEVEL)
+        chunks = _gzip(chunks)
         headers.append(("Content-Encoding", "gzip"))
-    return Response(200, headers, body)
+    return Response(200, headers, chunks)

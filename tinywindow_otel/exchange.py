@@ -54,7 +54,8 @@ class _FeedAgeSeries(GaugeSeries):
         self._value = monotonic()
 
     def get(self) -> float:
-        age = monotonic() - self._value
+        last = self._value
+        age = monotonic() - last if last is not None else 0.0
         return age if age > 0.0 else 0.0
 
     def set(self, value: float) -> None:
@@ -173,7 +174,7 @@ def rate_limit_used_ratio(headers: Any, limits: Mapping[str, float] | None = Non
         elif key.startswith("x-mbx-"):
             match = _MBX.match(key)
             used = _first_number(value) if match else None
-            if used is not None:
+            if match is not None and used is not None:
                 kind = "weight" if match.group(1) == "used-weight" else "order"
                 cap = limits.get(f"{kind}-{match.group(2) or '1m'}")
                 if cap:
@@ -274,9 +275,9 @@ class _CcxtTracker:
         if reference is None and price is not None:
             reference = price
         try:
-            quantity = float(amount)
+            quantity = float(amount)  # type: ignore[arg-type]  # None or junk raises TypeError/ValueError below
             reference = float(reference) if reference is not None else None
-            return Order(self.venue, side, quantity, reference, registry=self.registry).submit()
+            return Order(self.venue, str(side), quantity, reference, registry=self.registry).submit()
         except (TypeError, ValueError) as fault:
             # ccxt validates its own arguments; a shape we cannot read is not the caller's problem here.
             _drops.dropped("tinywindow_orders_total", "unreadable_order", fault)

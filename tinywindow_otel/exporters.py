@@ -27,7 +27,7 @@ from typing import Any
 
 from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
-from .calibration import CalibrationTracker
+from .calibration import CalibrationTracker, DecisionId
 from .metrics import REGISTRY, MetricRegistry
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
                    PortfolioState, PortfolioTracker, is_finite_number, leverage_ratio, win_rate_pct)
@@ -582,7 +582,7 @@ class BoundDecisions:
         self._confidence_name = exporter.confidence.name
         self._heartbeat = exporter.last_decision.labels(agent=agent)
 
-    def record(self, action: str, confidence: float) -> int | None:
+    def record(self, action: str, confidence: float) -> DecisionId | None:
         """As ``AgentExporter.record_decision``; returns the decision's id for ``record_outcome``."""
         number = _check_number(self._confidence_name, confidence, "confidence")
         if not 0.0 <= number <= 1.0 and number == number:  # NaN is dropped (and counted) by the histogram
@@ -613,7 +613,7 @@ class AgentExporter(_Recorder):
         """The agent's series, created now (raises for a bad label)."""
         return BoundDecisions(self, agent)
 
-    def record_decision(self, agent: str, action: str, confidence: float) -> int | None:
+    def record_decision(self, agent: str, action: str, confidence: float) -> DecisionId | None:
         """Count a decision; ``confidence`` in [0, 1]. Sets ``tinywindow_last_decision_timestamp_seconds{agent}``.
 
         Returns the decision's id for :meth:`record_outcome` (see ``calibration.py``).
@@ -631,7 +631,7 @@ class AgentExporter(_Recorder):
         heartbeat.set(now)
         return self.calibration.register(agent, confidence)
 
-    def record_outcome(self, decision_id, pnl: float) -> bool:
+    def record_outcome(self, decision_id: DecisionId, pnl: float) -> bool:
         """Link a later trade's realised P&L to a decision: outcomes by confidence decile and the Brier score."""
         return self.calibration.record_outcome(decision_id, pnl)
 

@@ -34,7 +34,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from time import perf_counter
-from typing import Any
+from typing import Any, Literal
 
 from .decorators import Instrument, _is_error, _Probe
 from ._internal.selfmetrics import default_drops as _drops
@@ -90,10 +90,10 @@ def _finite_positive(metric: str, value: object, what: str) -> float:
 
 
 def _side(value: object) -> str:
-    side = value.lower() if isinstance(value, str) else value
+    side = value.lower() if isinstance(value, str) else None
     if side not in SIDES:
         raise ValueError(f"tinywindow_slippage_bps: side must be 'buy' or 'sell', got {value!r}")
-    return side  # type: ignore[return-value]
+    return side
 
 
 def slippage_bps(side: str, reference_price: float, average_price: float) -> float:
@@ -153,7 +153,7 @@ class Order:
     def __enter__(self) -> Order:
         return self.submit()
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         try:
             self.close(exc)
         except Exception as fault:  # noqa: BLE001 - telemetry never replaces the caller's exception
@@ -163,7 +163,7 @@ class Order:
     async def __aenter__(self) -> Order:
         return self.submit()
 
-    async def __aexit__(self, exc_type, exc, tb) -> bool:
+    async def __aexit__(self, exc_type, exc, tb) -> Literal[False]:
         return self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func):

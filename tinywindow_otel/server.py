@@ -20,7 +20,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .endpoint import TEXT, metrics_response, not_allowed, pipeline
+from .config import ConfigurationError
+from .endpoint import TEXT, Response, metrics_response, not_allowed, prepare
 from .security import BasicAuth, TLSConfig
 
 _log = logging.getLogger("tinywindow_otel")
@@ -94,34 +95,35 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             auth = self.server.tw_auth  # type: ignore[attr-defined]
             if auth is not None and not auth.check(self.headers.get("Authorization")):
-                self._reply(401, b"unauthorized\n", [
+                self._reply(Response(401, [
                     ("Content-Type", TEXT),
-                    ("WWW-Authenticate", 'Basic realm="tinywindow-otel", charset="UTF-8"')])
+                    ("WWW-Authenticate", 'Basic realm="tinywindow-otel", charset="UTF-8"')], [b"unauthorized\n"]))
                 return
             response = metrics_response(self.command, self.headers.get("Accept-Encoding"))
-            self._reply(response.status, response.body, response.headers)
+            self._reply(response)
         elif path == "/healthz":
-            self._reply(200, b"ok\n", [("Content-Type", TEXT)])
+            self._reply(Response(200, [("Content-Type", TEXT)], [b"ok\n"]))
         else:
-            self._reply(404, b"not found: only /metrics and /healthz are served\n", [("Content-Type", TEXT)])
+            self._reply(Response(404, [("Content-Type", TEXT)],
+                                 [b"not found: only /metrics and /healthz are served\n"]))
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
 
     def _not_allowed(self) -> None:
-        response = not_allowed()
-        self._reply(response.status, response.body, response.headers)
+        self._reply(not_allowed())
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
-    def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
-        self.send_response(status)
-        for name, value in headers:
+    def _reply(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(response.length))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            for chunk in response.chunks:
+                self.wfile.write(chunk)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         # Prometheus scrapes every few seconds: access logs would be noise.
@@ -217,8 +219,9 @@ class MetricsServer:
     """Serves ``/metrics`` on ``host:port`` from a background thread.
 
     ``port=0`` binds a free port; read it from ``.port`` after ``start()``.
-    ``host`` must be an address or name: ``""`` is refused rather than taken
-    to mean every interface; pass ``"0.0.0.0"`` or ``"::"`` for that.
+    ``host`` must be an address or name: ``""`` is refused (``ConfigurationError``,
+    a ``ValueError``) rather than taken to mean every interface; pass
+    ``"0.0.0.0"`` or ``"::"`` for that.
     ``tls`` serves HTTPS (optionally requiring client certificates) and
     ``auth`` requires HTTP basic auth on ``/metrics``; when not given, both are
     read from the environment (``tinywindow_otel.security``). ``/healthz``
@@ -234,13 +237,13 @@ class MetricsServer:
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         if not isinstance(host, str) or not host.strip():
-            raise ValueError(
+            raise ConfigurationError(
                 f"MetricsServer host {host!r} is empty: the socket layer would listen on every interface. "
                 f"Pass {DEFAULT_HOST!r} for loopback, or '0.0.0.0' / '::' to expose the metrics on purpose")
         if not request_timeout > 0:
-            raise ValueError(f"MetricsServer request_timeout must be > 0 seconds, got {request_timeout!r}")
+            raise ConfigurationError(f"MetricsServer request_timeout must be > 0 seconds, got {request_timeout!r}")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-            raise ValueError(f"MetricsServer max_connections must be an int >= 1, got {max_connections!r}")
+            raise ConfigurationError(f"MetricsServer max_connections must be an int >= 1, got {max_connections!r}")
         self.host = host
         self._requested_port = port
         self.request_timeout = float(request_timeout)
@@ -276,7 +279,7 @@ class MetricsServer:
         with self._lock:
             if self._httpd is not None:
                 return self
-            pipeline()  # build the provider (and raise a bad configuration) before the first scrape
+            prepare()
             server_class = _HTTPServerV6 if ":" in self.host else _HTTPServer
             try:
                 httpd = server_class(

@@ -47,12 +47,15 @@ OPERATIONS_ALERTS = {
     "MetricCardinalityOverflow": "warning",
     "AlertmanagerNotificationsFailing": "critical",
     "CollectorExportFailing": "warning",
+    "APIErrorBudgetBurn": "warning",
 }
 # Seed alerts on events: their value is a count or a state, not a level worth printing.
 EVENT_ALERTS = ("CircuitBreakerTripped", "KillSwitchActivated", "LargePositionSize")
 RUNBOOK_DEFAULT_BASE = "https://github.com/tinywindow/tinywindow-otel/blob/main/docs/runbooks.md"
 
 # The seed's dashboard panels: uid -> [(title, allowed Grafana panel types)].
+# The trading, risk and system dashboards (variables, annotations, linter rules, live data).
+CORE_DASHBOARDS = ("tinywindow-trading", "tinywindow-risk", "tinywindow-system")
 SEED_PANELS = {
     "tinywindow-trading": [
         ("Portfolio Value", {"timeseries"}), ("Daily P&L", {"stat"}), ("Win Rate", {"stat"}),

@@ -11,6 +11,8 @@ import yaml
 from monitoring.assets import ALERTMANAGER, ROOT, alerts_by_name, run_tool
 from tinywindow_otel.cli.stack import alertmanager_config
 
+pytestmark = pytest.mark.usefixtures("toolchain")  # amtool 0.25 and 0.35
+
 SECRET_DIR = "/run/secrets/"
 # The receiver each alert must reach, by severity; some alerts are routed by name.
 RECEIVER_BY_SEVERITY = {"critical": "trading-pager", "warning": "trading-chat", "none": "deadmans-switch"}
@@ -126,3 +128,11 @@ def test_local_rewrite_used_by_the_stack_is_still_valid(tmp_path):
     assert {r["name"]: r["webhook_configs"][0]["url"] for r in local["receivers"]} == {
         name: f"http://127.0.0.1:1/{name}" for name in receivers()}
     assert SECRET_DIR not in str(local["receivers"])
+
+
+def test_compose_provides_every_secret_file_alertmanager_reads():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    wanted = set(re.findall(re.escape(SECRET_DIR) + r"([\w-]+)", ALERTMANAGER.read_text()))
+    assert wanted <= set(compose["services"]["alertmanager"]["secrets"])
+    for name in wanted:
+        assert f"./alerts/{name}.example" in compose["secrets"][name]["file"], name

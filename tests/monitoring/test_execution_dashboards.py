@@ -20,7 +20,7 @@ def test_slippage_distribution_keeps_the_negative_side():
     [panel] = [p for p in dashboard["panels"] if p["title"] == "Slippage Distribution"]
     [target] = panel["targets"]
     # All buckets, not a filtered le range: price improvement (negative bps) stays visible.
-    assert "tinywindow_slippage_bps_bucket[" in target["expr"] and "le=" not in target["expr"]
+    assert "tinywindow_slippage_bps_bucket{" in target["expr"] and "le=" not in target["expr"]
     assert target["format"] == "heatmap"
 
 

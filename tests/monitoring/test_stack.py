@@ -15,6 +15,7 @@ import threading
 import urllib.parse
 
 import pytest
+import yaml
 
 from helpers import fetch, require_tool, wait_until
 from monitoring.assets import ROOT
@@ -48,7 +49,7 @@ def test_missing_binary_is_a_clear_error():
 def test_a_broken_rule_file_stops_startup_with_prometheus_log(binaries, tmp_path):
     shutil.copytree(ROOT / "alerts", tmp_path / "alerts")
     rules = tmp_path / "alerts" / "tinywindow.rules.yml"
-    rules.write_text(rules.read_text().replace("tinywindow_drawdown_pct > 15", "tinywindow_drawdown_pct >>> 15"))
+    rules.write_text(rules.read_text().replace("tinywindow_drawdown_pct[45s]) > 15", "tinywindow_drawdown_pct[45s]) >>> 15"))
     local = stack.LocalStack("127.0.0.1:1", assets=tmp_path, prometheus_port=0, alertmanager_port=0)
     with pytest.raises(stack.StackError, match="prometheus exited"):
         local.start(timeout=30)
@@ -91,7 +92,9 @@ def test_stack_command_prints_urls_that_answer_and_stops_cleanly(binaries):
             return body["data"]["result"]
         wait_until(scraped, timeout=20, interval=0.2, what="Prometheus scraping the demo")
         rules = json.loads(fetch(urls["prometheus"] + "/api/v1/rules"))["data"]["groups"]
-        assert sum(len(g["rules"]) for g in rules) == 10
+        assert sum(len(g["rules"]) for g in rules) == sum(
+            len(group["rules"]) for path in (ROOT / "alerts").glob("*.rules.yml")
+            for group in yaml.safe_load(path.read_text())["groups"])
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0

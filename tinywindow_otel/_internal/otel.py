@@ -183,6 +183,7 @@ class Pipeline:
         self._renderer = Renderer()
         # Held while a scrape collects from the SDK (scrapes of the facade itself run in parallel).
         self.scrape_lock = self.scrape_reader.lock if self.scrape_reader is not None else threading.Lock()
+        self._scrape_lock = self.scrape_lock  # the name tests used before
 
     def meter_provider(self) -> MeterProvider:
         """The provider, for OTel instruments of your own: they show on /metrics and OTLP too."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from time import sleep
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -31,6 +32,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from ..catalog import Kind
 
 CUMULATIVE = AggregationTemporality.CUMULATIVE
+YIELD_EVERY = 500
 DELTA = AggregationTemporality.DELTA
 
 
@@ -52,28 +54,37 @@ class Producer:
         for family in self.registry:
             spec = family.spec
             kind = spec.kind
+            points: list = []
+            everything = family.series()
+            # In pieces, handing the GIL over between them (see render.py):
+            # a large family must not hold up the threads that record.
+            for start in range(0, len(everything), YIELD_EVERY):
+                if start:
+                    sleep(0)
+                part = everything[start:start + YIELD_EVERY]
+                if kind is Kind.COUNTER:
+                    points += [NumberDataPoint(s.attributes, s.created_ns, now, s._value) for s in part]
+                elif kind is Kind.GAUGE:
+                    # get(), not the stored value: a gauge series may compute
+                    # its value at collection time (e.g. the age of a timestamp).
+                    for s in part:
+                        value = s.get()
+                        if value is not None:
+                            points.append(NumberDataPoint(s.attributes, s.created_ns, now, value))
+                else:
+                    bounds = spec.buckets
+                    for s in part:
+                        counts, total, low, high = s.snapshot()
+                        count = sum(counts)
+                        if not count:
+                            low = high = 0.0
+                        points.append(HistogramDataPoint(s.attributes, s.created_ns, now, count, total,
+                                                         counts, bounds, low, high))
             if kind is Kind.COUNTER:
-                points = [NumberDataPoint(s.attributes, s.created_ns, now, s._value) for s in family.series()]
                 data = Sum(points, CUMULATIVE, True)
             elif kind is Kind.GAUGE:
-                # get(), not the stored value: a gauge series may compute its
-                # value at collection time (e.g. the age of a timestamp).
-                points = []
-                for s in family.series():
-                    value = s.get()
-                    if value is not None:
-                        points.append(NumberDataPoint(s.attributes, s.created_ns, now, value))
                 data = Gauge(points)
             else:
-                points = []
-                bounds = spec.buckets
-                for s in family.series():
-                    counts, total, low, high = s.snapshot()
-                    count = sum(counts)
-                    if not count:
-                        low = high = 0.0
-                    points.append(HistogramDataPoint(s.attributes, s.created_ns, now, count, total,
-                                                     counts, bounds, low, high))
                 data = Histogram(points, CUMULATIVE)
             if points or with_empty:
                 result.append(Metric(spec.name, spec.description, spec.unit, data))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from itertools import accumulate, chain
+from time import sleep
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality, Gauge, Histogram, Metric, Sum
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -160,6 +161,10 @@ class Renderer:
                 if len(out) > budget:
                     chunks.append("".join(out).encode("utf-8"))
                     out.clear()
+                    # Hand the GIL to any thread waiting for it (an event loop,
+                    # the trading thread) instead of keeping it for the whole
+                    # switch interval: a large scrape must not delay them.
+                    sleep(0)
         if out:
             chunks.append("".join(out).encode("utf-8"))
         return chunks

@@ -14,7 +14,9 @@ from __future__ import annotations
 import random
 from collections import deque
 from time import perf_counter
+from typing import TypeVar, cast
 
+from ..calibration import DecisionId
 from ..exchange import feed, record_rate_limit
 from ..exporters import agent_exporter
 from ..llm import llm_call
@@ -34,7 +36,7 @@ class ExecutionSimulation:
     def __init__(self, seed: int | None = None) -> None:
         self.rng = random.Random(None if seed is None else seed + 1)
         self.feeds = [feed(venue, stream) for venue in VENUES for stream in STREAMS]
-        self.pending: deque[tuple[int, int, float]] = deque()  # (due tick, decision id, confidence)
+        self.pending: deque[tuple[int, DecisionId, float]] = deque()  # (due tick, decision id, confidence)
         self.ticks = 0
 
     def tick(self) -> None:
@@ -100,7 +102,7 @@ class ExecutionSimulation:
         rng = self.rng
         confidence = min(1.0, max(0.0, rng.betavariate(5, 2)))
         decision_id = agent_exporter.record_decision(rng.choice(AGENTS), rng.choice(("buy", "sell")), confidence)
-        if decision_id is not None and rng.random() < 0.8:  # some decisions never trade and expire
+        if decision_id is not None and rng.random() < 0.8:  # some decisions never trade (no memory kept for them)
             self.pending.append((self.ticks + rng.randint(5, 50), decision_id, confidence))
 
 
@@ -119,9 +121,15 @@ class _WithExecution:
         self.execution.tick()
 
 
-def with_execution(trading, seed: int | None = None) -> _WithExecution:
-    """Wrap ``demo.TradingSimulation`` so each tick also simulates execution, feeds, LLM calls and outcomes."""
+T = TypeVar("T")
+
+
+def with_execution(trading: T, seed: int | None = None) -> T:
+    """Wrap ``demo.TradingSimulation`` so each tick also simulates execution, feeds, LLM calls and outcomes.
+
+    The wrapper forwards every other attribute, so callers keep using it as the simulation it wraps.
+    """
     wrapped = _WithExecution(trading, ExecutionSimulation(seed))
     for _ in range(200):  # a history at the first scrape: every panel has data
         wrapped.execution.tick()
-    return wrapped
+    return cast(T, wrapped)

@@ -326,6 +326,10 @@ class LocalStack:
                 "--cluster.listen-address=",  # no gossip: one local instance
                 "--log.level=warn",
             ])
+            deadline = time.monotonic() + timeout
+            # Alertmanager first: alerts Prometheus sends before it listens are
+            # re-sent only after --rules.alert.resend-delay (1m).
+            self._wait_ready("alertmanager", self.alertmanager_url + "/-/ready", deadline)
             self._launch("prometheus", [
                 prometheus,
                 f"--config.file={self.workdir / 'prometheus.yml'}",
@@ -333,12 +337,13 @@ class LocalStack:
                 f"--web.listen-address={self.host}:{self.prometheus_port}",
                 "--log.level=warn",
                 *(["--web.enable-remote-write-receiver"] if collector else []),
+                # Fast alerts: alerts fired before Alertmanager is discovered (the
+                # Watchdog, at the first evaluation) are re-sent in seconds, not 1m.
+                *(["--rules.alert.resend-delay=5s"] if self.for_override else []),
             ])
             if collector:
                 self._launch("collector", [collector, f"--config={self.assets / COLLECTOR_FILE}"],
                              env=self._collector_env())
-            deadline = time.monotonic() + timeout
-            self._wait_ready("alertmanager", self.alertmanager_url + "/-/ready", deadline)
             self._wait_ready("prometheus", self.prometheus_url + "/-/ready", deadline)
             if collector:
                 self._wait_ready("collector", f"http://{self.host}:{self.collector_ports['health']}/", deadline)

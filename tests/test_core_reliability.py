@@ -1,0 +1,316 @@
+"""Regression tests for the core: delta pushes, re-configuration, flush results, hostile values, caps."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from helpers import fetch, free_port, parse, parse_all, sample_value, scrape
+from otlp_receiver import OTLPReceiver, metrics_of, point
+
+import tinywindow_otel as tw
+from tinywindow_otel import Counter, Gauge, Histogram, MetricsServer, pipeline
+from tinywindow_otel.config import ConfigurationError, Settings
+from tinywindow_otel.metrics import OVERFLOW_LABEL_VALUE, REGISTRY, MetricRegistry
+from tinywindow_otel.testing import reset
+
+SANITIZED = "tinywindow_otel_label_values_sanitized_total"
+OVERFLOWED = "tinywindow_otel_cardinality_overflow_total"
+
+
+@pytest.fixture(autouse=True)
+def restore_pipeline():
+    yield
+    reset()
+
+
+@pytest.fixture
+def receiver():
+    with OTLPReceiver() as running:
+        yield running
+
+
+def counter_points(receiver, name: str, **labels) -> list[float]:
+    """The value of one counter series in every request the receiver got, in order."""
+    values = []
+    for _, request in receiver.requests:
+        metric = metrics_of(request).get(name)
+        if metric is not None:
+            found = [p for p in metric.sum.data_points if {a.key: a.value.string_value for a in p.attributes} == labels]
+            values.extend(p.as_double for p in found)
+    return values
+
+
+# --- delta temporality ------------------------------------------------------------------
+
+
+def test_delta_of_a_removed_and_recreated_series_starts_from_zero(receiver):
+    tw.configure(exporters="otlp", endpoint=receiver.endpoint, export_interval_millis=600_000,
+                 temporality="delta", runtime_metrics=False)
+    series = tw.trades_total.labels("filled", "BTC/USDT")
+    series.inc(10)
+    assert tw.force_flush()
+    tw.trades_total.remove("filled", "BTC/USDT")
+    tw.trades_total.labels("filled", "BTC/USDT").inc(1)
+    assert tw.force_flush()
+    values = counter_points(receiver, "tinywindow_trades_total", status="filled", symbol="BTC/USDT")
+    assert values == [10.0, 1.0]  # never -9 for a monotonic counter
+
+
+def test_configure_again_does_not_resend_what_was_pushed(receiver):
+    settings = dict(exporters="otlp", endpoint=receiver.endpoint, export_interval_millis=600_000,
+                    temporality="delta", runtime_metrics=False,
+                    resource_attributes={"service.instance.id": "trader-1"})
+    tw.configure(**settings)
+    tw.trades_total.labels("filled", "ETH/USDT").inc(10)
+    assert tw.force_flush()
+    tw.configure(**settings)  # the same identity, a new pipeline
+    assert tw.force_flush()
+    tw.trades_total.labels("filled", "ETH/USDT").inc(2)
+    assert tw.force_flush()
+    values = counter_points(receiver, "tinywindow_trades_total", status="filled", symbol="ETH/USDT")
+    # 10, then nothing new (the old pipeline's final push and the flush), then 2.
+    assert values[0] == 10 and values[-1] == 2 and set(values[1:-1]) == {0.0}
+    assert sum(values) == 12  # the collector's total is what was recorded
+
+
+def test_force_flush_is_false_when_the_push_fails():
+    tw.configure(exporters="otlp", endpoint=f"http://127.0.0.1:{free_port()}", export_interval_millis=600_000,
+                 timeout_millis=500, runtime_metrics=False)
+    tw.trades_total.labels("filled", "BTC/USDT").inc()
+    assert tw.force_flush(timeout_millis=1000) is False
+
+
+def test_force_flush_is_true_when_the_push_succeeds(receiver):
+    tw.configure(exporters="otlp", endpoint=receiver.endpoint, export_interval_millis=600_000)
+    tw.trades_total.labels("filled", "BTC/USDT").inc()
+    assert tw.force_flush() is True
+    assert point(metrics_of(receiver.requests[-1][1])["tinywindow_trades_total"],
+                 status="filled", symbol="BTC/USDT").as_double == 1
+
+
+def test_runtime_metrics_are_pushed_too(receiver):
+    tw.configure(exporters="otlp", endpoint=receiver.endpoint, export_interval_millis=600_000)
+    tw.trades_total.labels("filled", "BTC/USDT").inc()
+    assert tw.force_flush()
+    names = set(metrics_of(receiver.requests[-1][1]))
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "python_gc_collections_total",
+            "python_info", "tinywindow_otel_build_info"} <= names
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0.001", "50", "99.9"])
+def test_export_interval_below_the_minimum_is_refused(value):
+    with pytest.raises(ConfigurationError, match="OTEL_METRIC_EXPORT_INTERVAL.*minimum of 100"):
+        Settings.from_env({"OTEL_METRIC_EXPORT_INTERVAL": value})
+    with pytest.raises(ConfigurationError, match="export_interval_millis"):
+        tw.configure(export_interval_millis=float(value))
+    assert Settings.from_env({"OTEL_METRIC_EXPORT_INTERVAL": "100"}).export_interval_millis == 100
+
+
+def test_sdk_disabled_disables_both_ways_not_half(monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus,otlp")
+    reset()
+    p = pipeline.get_pipeline()
+    assert p.otlp_reader is None and p.scrape_reader is None
+    with MetricsServer(port=0) as server:
+        with pytest.raises(Exception, match="503"):
+            fetch(server.url)
+
+
+def test_own_exporter_variable_wins_over_the_one_auto_instrumentation_reads(monkeypatch):
+    """opentelemetry-instrument reads OTEL_METRICS_EXPORTER for the global provider; ours can differ."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("TINYWINDOW_OTEL_METRICS_EXPORTER", "prometheus")
+    reset()
+    p = pipeline.get_pipeline()
+    assert p.otlp_reader is None and p.scrape_reader is not None
+    from opentelemetry import metrics as otel_metrics
+
+    # The global provider (auto-instrumentation's) is never ours.
+    assert otel_metrics.get_meter_provider() is not p.meter_provider()
+
+
+# --- label values -----------------------------------------------------------------------------
+
+
+class Hostile(int):
+    def __str__(self) -> str:
+        return "\ud800bad"
+
+    __repr__ = __str__
+
+
+def test_numeric_label_values_are_formatted_by_the_number_type_and_sanitised():
+    trades = REGISTRY.by_attr("trades_total")
+    trades.labels("filled", Hostile(7)).inc()  # the subclass's __str__ is not used
+    trades.labels("filled", 10**300).inc()  # 301 digits: truncated and counted
+    with pytest.raises(ValueError, match="tinywindow_trades_total: label 'symbol'"):
+        trades.labels("filled", 10**5000)
+    with MetricsServer(port=0) as running:
+        families = scrape(running.url)  # the scrape still works (no lone surrogate anywhere)
+    assert sample_value(families, "tinywindow_trades_total", status="filled", symbol="7") == 1
+    long = [s for s in families["tinywindow_trades_total"].samples if s.labels["symbol"].startswith("1000")]
+    assert len(long) == 1 and len(long[0].labels["symbol"]) == 256
+    assert sample_value(families, SANITIZED, metric="tinywindow_trades_total", reason="too_long") == 1
+
+
+def test_a_real_label_value_equal_to_the_overflow_marker_does_not_collide():
+    positions = REGISTRY.by_attr("active_positions")
+    positions.set_max_series(2)
+    try:
+        positions.labels(symbol=OVERFLOW_LABEL_VALUE).set(5)  # a real value that looks like the marker
+        positions.labels(symbol="A").set(1)
+        positions.labels(symbol="B").set(7)  # beyond the cap: folds into the overflow series
+        with MetricsServer(port=0) as running:
+            text = fetch(running.url)
+    finally:
+        positions.set_max_series(500)
+    families = parse(text)
+    samples = [(s.labels["symbol"], s.value) for s in families["tinywindow_active_positions"].samples]
+    assert sorted(samples) == sorted([("_overflow_", 5.0), ("A", 1.0), (OVERFLOW_LABEL_VALUE, 7.0)])
+    assert sample_value(families, SANITIZED, metric="tinywindow_active_positions", reason="reserved") == 1
+
+
+# --- caps and self-metrics ---------------------------------------------------------------------
+
+
+def test_set_limits_applies_all_caps_or_none():
+    trades, positions = REGISTRY.by_attr("trades_total"), REGISTRY.by_attr("active_positions")
+    before = trades.max_series, positions.max_series
+    for bad in ({"trades_total": 5, "active_positions": 0}, {"trades_total": 5, "active_positions": "9"},
+                {"trades_total": 5, "no_such_metric": 3}):
+        with pytest.raises(ValueError):
+            REGISTRY.set_limits(bad)
+        assert (trades.max_series, positions.max_series) == before  # nothing changed
+    REGISTRY.set_limits({"trades_total": 5, "tinywindow_active_positions": 6})
+    try:
+        assert (trades.max_series, positions.max_series) == (5, 6)
+    finally:
+        REGISTRY.set_limits({"trades_total": before[0], "active_positions": before[1]})
+
+
+def test_a_self_metric_at_its_cap_never_blocks_or_recurses():
+    registry = MetricRegistry()
+    registry.set_limits({OVERFLOWED: 1, "trades_total": 1, "active_positions": 1})
+    done = threading.Event()
+
+    def overflow_two_metrics() -> None:
+        trades, positions = registry.by_attr("trades_total"), registry.by_attr("active_positions")
+        for i in range(3):
+            trades.labels("filled", f"S{i}").inc()
+            positions.labels(symbol=f"S{i}").set(i)
+        done.set()
+
+    worker = threading.Thread(target=overflow_two_metrics, daemon=True)
+    worker.start()
+    assert done.wait(10), "overflowing two metrics with the overflow self-metric at its cap blocked"
+    counted = {s.label_values: s.get() for s in registry.get(OVERFLOWED).series()}
+    assert counted[("tinywindow_trades_total",)] == 2  # the first label set the self-metric holds
+    assert sum(counted.values()) == 4  # the second metric's folds land in the self-metric's own overflow
+
+
+def test_an_overflowed_gauge_keeps_no_stale_value_once_its_symbols_are_gone():
+    positions = REGISTRY.by_attr("active_positions")
+    positions.set_max_series(2)
+    try:
+        for symbol in ("A", "B", "C"):
+            positions.labels(symbol=symbol).set(1)  # C folds into the overflow series
+        positions.remove("A")  # room again: the folded value belongs to nobody now
+        families = parse(fetch_once())
+    finally:
+        positions.set_max_series(500)
+    symbols = {s.labels["symbol"] for s in families["tinywindow_active_positions"].samples}
+    assert symbols == {"B"}
+
+
+def fetch_once() -> str:
+    with MetricsServer(port=0) as running:
+        return fetch(running.url)
+
+
+def test_a_gauge_whose_first_value_is_nan_publishes_no_invented_zero():
+    tw.portfolio_value_usd.set(float("nan"))
+    tw.active_positions.labels(symbol="BTC/USDT").set(float("inf"))
+    text = fetch_once()
+    families = parse(text)
+    assert "tinywindow_portfolio_value_usd" not in families
+    assert "tinywindow_active_positions" not in families
+    assert "# TYPE tinywindow_portfolio_value_usd gauge" in text  # the family is still announced
+
+
+def test_gauge_set_races_inc_without_losing_updates():
+    series = tw.active_positions.labels(symbol="RACE")
+    series.set(0)
+    barrier = threading.Barrier(2)
+
+    def incs() -> None:
+        barrier.wait()
+        for _ in range(20_000):
+            series.inc()
+
+    def sets() -> None:
+        barrier.wait()
+        for _ in range(2_000):
+            series.set(series.get())  # read-then-set under the lock each time: never below the incs so far
+
+    threads = [threading.Thread(target=incs), threading.Thread(target=sets)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert 0 < series.get() <= 20_000
+
+
+# --- your own metrics -------------------------------------------------------------------------------
+
+
+def test_your_own_metrics_with_prometheus_client_signatures():
+    orders = Counter("tinywindow_orders_open_total", "Open orders", ["symbol"])
+    depth = Gauge("tinywindow_book_depth", "Order book depth", ("venue",), unit="")
+    fill = Histogram("tinywindow_fill_seconds", "Time to fill", ["venue"], buckets=[0.1, 1, 10, float("inf")])
+    plain = Gauge("tinywindow_heartbeat", "A gauge without labels")
+    try:
+        orders.labels(symbol="BTC/USDT").inc(2)
+        depth.labels("binance").set(12)
+        fill.labels(venue="binance").observe(0.5)
+        plain.set(1)
+        families = parse(fetch_once())
+        assert sample_value(families, "tinywindow_orders_open_total", symbol="BTC/USDT") == 2
+        assert sample_value(families, "tinywindow_book_depth", venue="binance") == 12
+        assert sample_value(families, "tinywindow_fill_seconds_bucket", venue="binance", le="1.0") == 1
+        assert sample_value(families, "tinywindow_heartbeat") == 1
+        with pytest.raises(ValueError, match="duplicate metric 'tinywindow_orders_open_total'"):
+            Counter("tinywindow_orders_open_total", "again", ["symbol"])
+        with pytest.raises(ValueError, match="duplicate metric 'tinywindow_trades_total'"):
+            Counter("tinywindow_trades_total", "a catalog name")
+        with pytest.raises(ValueError, match="invalid label name"):
+            Counter("tinywindow_x_total", "bad label", ["bad-label"])
+        with pytest.raises(ValueError, match="strictly increasing"):
+            Histogram("tinywindow_y_seconds", "bad buckets", buckets=[1, 0.5])
+        with pytest.raises(ValueError, match="tinywindow_book_depth: expected 1 label value"):
+            depth.labels("a", "b")
+    finally:
+        for metric in (orders, depth, fill, plain):
+            REGISTRY.unregister(metric)
+
+
+def test_the_process_registry_holds_every_catalog_spec():
+    from tinywindow_otel.catalog import ALL_METRICS
+
+    assert {spec.name for spec in ALL_METRICS} <= {metric.name for metric in REGISTRY}
+    assert all(type(REGISTRY.get(spec.name)).__name__.lower() == spec.kind.value for spec in ALL_METRICS)
+
+
+def test_every_family_and_runtime_metric_from_the_first_scrape():
+    families = parse_all(fetch_once())
+    assert {"process_cpu_seconds_total", "process_open_fds", "process_max_fds", "process_start_time_seconds",
+            "process_virtual_memory_bytes", "process_resident_memory_bytes", "python_gc_objects_collected_total",
+            "python_gc_collections_total", "python_info"} <= set(families)
+    assert families["process_cpu_seconds_total"].type == "counter"
+    assert families["python_info"].samples[0].labels["implementation"]
+    assert os.getpid() and families[OVERFLOWED].type == "counter"
