@@ -49,6 +49,9 @@ def test_every_seed_alert_fires_on_every_push_path(tmp_path, prometheus3, otelco
                                for p in paths.values()), timeout=30, interval=0.25, what="four pushes on every path")
         calm = {name: firing(p) & set(SEED_ALERTS) for name, p in paths.items()}
         assert calm == {name: set() for name in paths}, calm
+        # Pushed data has no up{job="tinywindow"}: its target_info proves the app is there.
+        absent = {name: "MetricsEndpointAbsent" in firing(p) for name, p in paths.items()}
+        assert absent == {name: False for name in paths}, absent
 
         for driver in drivers:
             driver.send("breach")
