@@ -118,6 +118,8 @@ MUTATIONS = {
     "a busy queue that keeps sending counts as failing": (
         'increase({__name__=~"otelcol_exporter_sent_metric_points(_total)?"}[2m])\n            ) > 0',
         'increase({__name__=~"otelcol_exporter_sent_metric_points(_total)?"}[2m])\n            ) > 1e12'),
+    "a pushed instance is never stalled without target_info": (
+        "(max_over_time(up[1m]) == 1 or count_over_time(target_info[1m]) > 0)", "(max_over_time(up[1m]) == 1)"),
     "position notional ignored": ("last_over_time(tinywindow_position_notional_usd[1m]) > 10000",
                                   "tinywindow_position_notional_usd < 0"),
     "a position of exactly $10K counted as large": ("tinywindow_position_notional_usd[1m]) > 10000",
