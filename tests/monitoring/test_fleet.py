@@ -28,7 +28,8 @@ def repo_config(targets: dict[str, str]) -> dict:
     config = yaml.safe_load(PROMETHEUS.read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config.pop("alerting")
-    config["scrape_configs"] = [job for job in config["scrape_configs"] if job["job_name"] != "prometheus"]
+    config["scrape_configs"] = [job for job in config["scrape_configs"]
+                                if job["job_name"] not in ("prometheus", "alertmanager")]
     for job in config["scrape_configs"]:
         for static in job["static_configs"]:
             static["targets"] = [targets[target] for target in static["targets"]]
