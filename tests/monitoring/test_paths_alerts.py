@@ -33,8 +33,6 @@ def firing(prometheus: Prometheus) -> set[str]:
 PUSH_LIVENESS_IN_RULES = "target_info" in RULES.read_text()
 
 
-@pytest.mark.xfail(not PUSH_LIVENESS_IN_RULES, strict=True,
-                   reason="rules detect new counter series through `up` only (scrape path)")
 def test_every_seed_alert_fires_on_every_push_path(tmp_path, prometheus3, otelcol):
     rules = {"alerts/" + RULES.name: shorten_for(RULES.read_text(), "2s")}
     with Processes(tmp_path) as procs:
