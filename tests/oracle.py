@@ -7,11 +7,12 @@ stock path writes for a given ``MetricsData``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 
 from opentelemetry.exporter.prometheus import _CustomCollector
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
-from opentelemetry.sdk.metrics.export import Histogram, MetricsData
+from opentelemetry.sdk.metrics.export import Histogram, MetricsData, ResourceMetrics, ScopeMetrics
 from prometheus_client import exposition as text_format
 from prometheus_client.samples import Sample
 
@@ -23,7 +24,7 @@ def stock(datas: Iterable[MetricsData]) -> bytes:
     /metrics does (prometheus_client alone drops them; docs/decisions.md).
     """
     datas = list(datas)
-    collector = _CustomCollector(disable_target_info=True, scope_info_enabled=False)
+    collector = plain_collector()
 
     class Translation:
         @staticmethod
@@ -35,6 +36,18 @@ def stock(datas: Iterable[MetricsData]) -> bytes:
             return list(families.values())
 
     return text_format.generate_latest(Translation())
+
+
+# Whether the installed exporter has the scope options (older versions write no scope labels at all).
+SCOPE_OPTIONS = "scope_info_enabled" in inspect.signature(_CustomCollector).parameters
+
+
+def plain_collector() -> _CustomCollector:
+    """The exporter's collector without target_info and without scope labels."""
+    options = {"disable_target_info": True}
+    if SCOPE_OPTIONS:
+        options["scope_info_enabled"] = False
+    return _CustomCollector(**options)
 
 
 def restore_counts_and_sums(families, datas) -> None:
@@ -66,3 +79,13 @@ def restore_counts_and_sums(families, datas) -> None:
                 samples.append(Sample(count_name, labels, sample.value, sample.timestamp))
                 samples.append(Sample(sum_name, dict(labels), next(it), sample.timestamp))
         family.samples = samples
+
+
+def with_points(data: MetricsData) -> MetricsData:
+    """``data`` without metrics that have no point: older exporters show no family for them, newer
+    ones HELP/TYPE only, like /metrics. The comparison covers what every version defines."""
+    return MetricsData([
+        ResourceMetrics(rm.resource, [ScopeMetrics(sm.scope, [m for m in sm.metrics if m.data.data_points],
+                                                   sm.schema_url) for sm in rm.scope_metrics], rm.schema_url)
+        for rm in data.resource_metrics
+    ])

@@ -110,7 +110,7 @@ def test_values_raise_only_for_programming_errors_and_are_counted_otherwise(url,
     value = data.draw(VALUE_CLASSES[cls], label="value")
     event(f"kind: {kind}")
     metric = {"counter": COUNTER, "histogram": HISTOGRAM}.get(kind, GAUGE)
-    series = metric.labels("fuzz") if metric is not HISTOGRAM else metric._unlabelled()
+    series = metric.labels("fuzz") if metric is not HISTOGRAM else metric.series()[0]
     before = series.get() if kind != "histogram" else series.snapshot()
     number = None if cls == "wrong_type" else float_or_inf(value)
     bad_number = number is not None and not math.isfinite(number)
@@ -171,7 +171,7 @@ def test_sums_beyond_float_range_are_dropped_as_overflow(url):
     assert self_count(DROPPED, COUNTER.name, "overflow") == 1
     HISTOGRAM.observe(-sys.float_info.max)
     HISTOGRAM.observe(-sys.float_info.max)
-    assert HISTOGRAM._unlabelled().snapshot()[1] == -sys.float_info.max
+    assert HISTOGRAM.series()[0].snapshot()[1] == -sys.float_info.max
     assert self_count(DROPPED, HISTOGRAM.name, "overflow") == 1
     families = scrape_text(url)
     assert sample_value(families, "tinywindow_otel_dropped_measurements_total",
@@ -184,12 +184,12 @@ def test_sums_beyond_float_range_are_dropped_as_overflow(url):
 @FUZZ
 @given(metric=st.sampled_from(LABELLED), data=st.data())
 def test_any_label_text_round_trips_through_the_exposition(url, metric, data):
-    values = [data.draw(label_text, label=name) for name in metric._labelnames]
+    values = [data.draw(label_text, label=name) for name in metric.labelnames]
     sanitized = [expected_label(v) for v in values]
     for _, reason in sanitized:
         if reason:
             event(f"label sanitized: {reason}")
-    by_name = dict(zip(metric._labelnames, values))
+    by_name = dict(zip(metric.labelnames, values))
     counts_before = {r: self_count(SANITIZED, metric.name, r) for r in ("invalid_utf8", "too_long")}
 
     child = metric.labels(**by_name) if data.draw(st.booleans(), label="by name") else metric.labels(*values)
@@ -198,7 +198,7 @@ def test_any_label_text_round_trips_through_the_exposition(url, metric, data):
     else:
         child.observe(1.0)
 
-    stored = dict(zip(metric._labelnames, (s for s, _ in sanitized)))
+    stored = dict(zip(metric.labelnames, (s for s, _ in sanitized)))
     if child.label_values != tuple(stored.values()):
         # Only a full metric may hand out the overflow series instead.
         assert child.label_values == ("__overflow__",) * len(values) and len(metric.series()) > metric.max_series
@@ -208,7 +208,7 @@ def test_any_label_text_round_trips_through_the_exposition(url, metric, data):
 
     families = scrape_text(url)
     sample = metric.spec.exposed_name if metric.spec.kind.value == "counter" else metric.name + "_count"
-    assert sample_value(families, sample, **dict(zip(metric._labelnames, child.label_values))) == child_value(child)
+    assert sample_value(families, sample, **dict(zip(metric.labelnames, child.label_values))) == child_value(child)
 
 
 def child_value(child) -> float:
@@ -225,7 +225,7 @@ bad_label_value = st.one_of(
 @settings(FUZZ, max_examples=30)
 @given(metric=st.sampled_from(LABELLED), data=st.data())
 def test_label_mistakes_raise_naming_the_metric_and_the_label(url, mistake, metric, data):
-    names = list(metric._labelnames)
+    names = list(metric.labelnames)
     good = {name: "ok" for name in names}
     series_before = len(metric.series())
     if mistake == "missing":

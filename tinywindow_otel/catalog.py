@@ -292,4 +292,26 @@ def render_markdown() -> str:
                 f"| `{spec.unit}` | {buckets} | {spec.description} |"
             )
         lines.append("")
+    lines += [
+        "## Your own metrics",
+        "",
+        "Declare them like prometheus_client's; they join the same registry as the metrics above (same label",
+        "rules, series caps, self-metrics, `/metrics` and OTLP). A name already taken raises `ValueError`.",
+        "",
+        "```python",
+        "from tinywindow_otel import Counter, Gauge, Histogram",
+        "",
+        "orders_open = Counter(\"tinywindow_orders_open_total\", \"Open orders\", [\"symbol\"])",
+        "book_depth = Gauge(\"tinywindow_book_depth\", \"Order book depth\", [\"venue\"], max_series=50)",
+        "fill_time = Histogram(\"tinywindow_fill_seconds\", \"Time to fill\", [\"venue\"], unit=\"s\",",
+        "                      buckets=(0.01, 0.1, 1, 10))",
+        "orders_open.labels(symbol=\"BTC/USDT\").inc()",
+        "orders_open.initialise((\"ETH/USDT\",))  # shown at 0 from the first scrape",
+        "```",
+        "",
+        "A metric that belongs to the product itself goes into `tinywindow_otel/catalog.py` instead (a",
+        "`MetricSpec` in one of the tuples above, then `tinywindow-otel docs > docs/metrics.md`): the registry",
+        "builds a facade object for every entry.",
+        "",
+    ]
     return "\n".join(lines)

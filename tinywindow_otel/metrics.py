@@ -91,11 +91,6 @@ class _Metric:
         self._key_of = itemgetter(*spec.labels) if n > 1 else None
         self._new_default()
 
-    # Older code (and the domain recorders) read the declared names under this name.
-    @property
-    def _labelnames(self) -> tuple[str, ...]:
-        return self.labelnames
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} labels={list(self.labelnames)}>"
 

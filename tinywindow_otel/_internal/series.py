@@ -68,8 +68,6 @@ class Series:
         """The metric (family) name, for error messages and drop reports."""
         return self._family.name
 
-    _metric = metric  # the name the decorators module used
-
     def _dropped(self, reason: str, value: object) -> None:
         self._family.drops.dropped(self._family.name, reason, value)
 
