@@ -11,6 +11,7 @@ import filecmp
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,11 +128,23 @@ def test_the_exported_folder_passes_promtool_and_amtool(tmp_path):
 # --- the built distributions, installed in a fresh venv -----------------------------------------
 
 
+def publishable_copy(target: Path) -> Path:
+    """The files git would publish (tracked or new, not ignored), copied: builds leave nothing in the checkout."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True, timeout=60).stdout
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
+    return target
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Path:
-    """sdist and wheel built from the working tree with ``python -m build``."""
+    """sdist and wheel (built from the sdist) of the working tree, with ``python -m build``."""
     out = tmp_path_factory.mktemp("dist")
-    result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+    source = publishable_copy(tmp_path_factory.mktemp("src"))
+    result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(source)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out
@@ -181,6 +194,23 @@ def test_the_wheel_carries_the_assets_license_and_typing_marker(dist):
     assert "License-Expression: Apache-2.0" in metadata
     assert f"Version: {__version__}" in metadata
     assert not [n for n in names if n.endswith(".go") or n.startswith(("tests/", "benchmarks/"))]
+    modules = {n for n in names if n.endswith(".py")}
+    assert modules == {p.relative_to(ROOT).as_posix() for p in (ROOT / "tinywindow_otel").rglob("*.py")}
+
+
+def test_a_wheel_built_straight_from_the_checkout_is_the_same(dist, tmp_path):
+    """``pip install .`` (the Dockerfile) builds from the tree, not from the sdist: same files."""
+    source = publishable_copy(tmp_path / "src")
+    wheels = tmp_path / "wheels"
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
+                             "--wheel-dir", str(wheels), str(source)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def names(wheel: Path) -> set[str]:
+        with zipfile.ZipFile(wheel) as archive:
+            return {n for n in archive.namelist() if ".dist-info/" not in n}
+
+    assert names(next(wheels.glob("*.whl"))) == names(next(dist.glob("*.whl")))
 
 
 def test_the_sdist_carries_the_same_assets_once(dist):
@@ -265,10 +295,11 @@ def test_stack_from_the_wheel_fires_an_alert_and_stops_cleanly(installed, outsid
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
     argv = tour_command("tinywindow-otel stack")
-    shown = [line for block in tour_blocks("") for line in block.splitlines() if line.startswith("alertmanager -> ")]
-    page = next(line for line in shown if "(critical)" in line)
+    [shown] = [block.splitlines() for block in tour_blocks("") if "alertmanager -> " in block]
+    assert any("[FIRING]" in line and "(critical)" in line for line in shown), shown
+    assert argv[:2] == ["tinywindow-otel", "stack"], argv
     process = subprocess.Popen(
-        [str(installed / "bin" / argv[0]), *argv[1:], "--seed", "1",
+        [str(installed / "bin" / argv[0]), *argv[1:],
          "--port", "0", "--prometheus-port", "0", "--alertmanager-port", "0"],
         cwd=outside, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -282,10 +313,11 @@ def test_stack_from_the_wheel_fires_an_alert_and_stops_cleanly(installed, outsid
             output.append(lines.get())
         if process.poll() is not None:
             raise AssertionError("stack exited early:\n" + "".join(output))
-        return any(line.rstrip("\n") == page for line in output)
+        printed = {line.rstrip("\n") for line in output}
+        return all(line in printed for line in shown)
 
     try:
-        wait_until(page_printed, timeout=240, interval=0.2, what=f"the tour's page printed by the stack: {page}")
+        wait_until(page_printed, timeout=240, interval=0.2, what=f"the tour's lines printed by the stack: {shown}")
         urls = dict(re.findall(r"^\s+(prometheus|alertmanager)\s+(http://\S+)$", "".join(output), flags=re.M))
         assert set(urls) == {"prometheus", "alertmanager"}, "".join(output)
         process.send_signal(signal.SIGINT)

@@ -90,6 +90,7 @@ TARGET_LABELS = {"job", "instance"}
 # Series the rules read that the SDK does not declare: name -> labels beyond job/instance.
 EXTERNAL_METRICS = {
     "up": set(),
+    "target_info": {"service_name"},   # plus other resource attributes; the rules use job/instance only
     "process_start_time_seconds": set(),
     "alertmanager_notifications_failed_total": {"integration"},
     "otelcol_exporter_send_failed_metric_points": {"exporter"},
@@ -138,7 +139,7 @@ class Reference:
     matchers: dict[str, tuple[str, str]]   # label -> (operator, value as written)
 
 
-_SELECTOR = re.compile(r"(?<![:\w])((?:tinywindow_|gen_ai_client_|up\b|process_start_time_seconds\b|alertmanager_|otelcol_)[A-Za-z0-9_]*)"
+_SELECTOR = re.compile(r"(?<![:\w])((?:tinywindow_|gen_ai_client_|up\b|target_info\b|process_start_time_seconds\b|alertmanager_|otelcol_)[A-Za-z0-9_]*)"
                        r"\s*(\{[^}]*\})?")
 _NAME_REGEX = re.compile(r'\{__name__=~"([^"]*)"')
 _MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')

@@ -9,18 +9,16 @@ Run as a subprocess: python scenario_driver.py [--retrip]
 
 from __future__ import annotations
 
-import inspect
 import json
 import signal
 import sys
 import threading
-import time
 
 from tinywindow_otel import (
-    MetricsServer, api_errors_total, api_latency_seconds, api_requests_total, circuit_breaker_open,
-    circuit_breaker_trips, kill_switch_activations, kill_switch_engaged, last_decision_timestamp_seconds,
-    last_trade_timestamp_seconds, position_notional_usd, trade_pnl_usd, trades_total,
+    MetricsServer, api_errors_total, api_latency_seconds, api_requests_total, circuit_breaker_trips,
+    kill_switch_activations, trade_pnl_usd, trades_total,
 )
+from tinywindow_otel.cli.demo_execution import ExecutionSimulation
 from tinywindow_otel.exporters import (
     agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter, trading_exporter,
 )
@@ -29,18 +27,12 @@ SERVICES = ("binance", "coinbase", "claude")
 TICK_SECONDS = 0.05
 PRICES = {"BTC/USDT": 65_000.0, "ETH/USDT": 3_200.0}
 POSITIONS = {"BTC/USDT": 0.1, "ETH/USDT": -1.0}
-# Recorders that keep the state gauges themselves (breaker open, kill switch
-# engaged, notionals, heartbeats); with older ones the driver sets them.
-STATEFUL = hasattr(safety_exporter, "reset_circuit_breaker")
-NOTIONALS = "notionals" in inspect.signature(portfolio_exporter.update_portfolio).parameters
 
 
 def trip(reason: str, keep_open: bool) -> None:
     safety_exporter.record_circuit_breaker_trip(reason)
-    if not keep_open and STATEFUL:
+    if not keep_open:
         safety_exporter.reset_circuit_breaker(reason)
-    elif not STATEFUL:
-        circuit_breaker_open.labels(reason=reason).set(1 if keep_open else 0)
 
 
 def main() -> int:
@@ -59,9 +51,9 @@ def main() -> int:
         api_latency_seconds.labels(service=service)
         api_errors_total.labels(service=service, type="timeout")
     circuit_breaker_trips.labels(reason="volatility")  # exists at 0: the breach increments it
-    circuit_breaker_open.labels(reason="volatility").set(0)
+    safety_exporter.reset_circuit_breaker("volatility")
     kill_switch_activations.labels(mode="automatic")   # exists at 0: the breach uses a brand-new mode
-    kill_switch_engaged.labels(mode="automatic").set(0)
+    safety_exporter.release_kill_switch("automatic")
     for status, symbol in (("filled", "BTC/USDT"), ("rejected", "BTC/USDT"), ("filled", "SOL/USDT")):
         trades_total.labels(status=status, symbol=symbol)  # before the probes below fill the series limit
     if retrip:
@@ -80,24 +72,21 @@ def main() -> int:
 
     tick = 0
     breached = False
+    execution = ExecutionSimulation(seed=1, llm_call_probability=0.2)  # the execution and agents dashboards
     while not stop.is_set():
         tick += 1
+        execution.tick()
         if breach.is_set() and not breached:
             breached = True
             trip("daily_loss", keep_open=False)                       # a series that never existed, reset at once
             trip("volatility", keep_open=True)                        # a series that existed at 0, stays open
             safety_exporter.record_kill_switch_activation("manual")   # a series that never existed
-            if not STATEFUL:
-                kill_switch_engaged.labels(mode="manual").set(1)
             trading_exporter.record_trade("SOL/USDT", "filled", amount_usd=25_000.0)  # first trade of SOL
         value = 40_000.0 if breached else 50_000.0 + (tick % 7)
         portfolio_exporter.update_portfolio(
             total_value=value, unrealized_pnl=value - 50_000.0, positions=POSITIONS,
             leverage=20.0 if breached else 2.0, prices=PRICES,
         )
-        if not NOTIONALS:
-            for symbol, size in POSITIONS.items():
-                position_notional_usd.labels(symbol=symbol).set(abs(size) * PRICES[symbol])
         risk_exporter.set_var_95(value * 0.02)
         for service in SERVICES:
             failed = (tick % 2 == 0) if (breached and service == "binance") else (tick % 50 == 0)
@@ -108,9 +97,6 @@ def main() -> int:
             trading_exporter.record_trade("BTC/USDT", "rejected", amount_usd=1_000.0)
         else:
             trading_exporter.record_trade("BTC/USDT", "filled", pnl=10.0 if tick % 3 else -5.0, amount_usd=1_000.0)
-        if not STATEFUL:
-            last_trade_timestamp_seconds.set(time.time())
-            last_decision_timestamp_seconds.labels(agent="market_analyst").set(time.time())
         stop.wait(TICK_SECONDS)
     server.stop()
     return 0

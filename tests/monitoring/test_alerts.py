@@ -82,11 +82,11 @@ MUTATIONS = {
                                 "max_over_time(tinywindow_drawdown_pct[45s]) > 15\n        for: 1m"),
     "the offset test for a new series pages after a failed scrape and an outage": (
         "tinywindow_circuit_breaker_trips_total > 0\n            and (count_over_time(tinywindow_circuit_breaker_trips_total[2m])"
-        " < on (job, instance) group_left sum_over_time(up[2m]))",
+        " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
         "(tinywindow_circuit_breaker_trips_total unless tinywindow_circuit_breaker_trips_total offset 5m) > 0"),
     "increase() alone misses a brand-new counter series": (
         "tinywindow_kill_switch_activations_total > 0\n            and (count_over_time(tinywindow_kill_switch_activations_total[2m])"
-        " < on (job, instance) group_left sum_over_time(up[2m]))",
+        " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
         "tinywindow_kill_switch_activations_total < 0"),
     "a re-trip right after a restart is missed without the process start": (
         "tinywindow_circuit_breaker_trips_total > 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)",
@@ -94,6 +94,11 @@ MUTATIONS = {
     "the event alert resolves while the breaker is still open": (
         "last_over_time(tinywindow_circuit_breaker_open[1m]) > 0", "tinywindow_circuit_breaker_open < 0"),
     "one le spelling only": (LE_REGEX, 'le="10000.0"'),
+    "a pushed series born non-zero is missed without target_info": (
+        "count_over_time(tinywindow_trade_amount_usd_count[2m]) < on (job, instance) group_left max by (job, instance) "
+        "(sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
+        "count_over_time(tinywindow_trade_amount_usd_count[2m]) < on (job, instance) group_left max by (job, instance) "
+        "(sum_over_time(up[2m])))"),
     "position notional ignored": ("last_over_time(tinywindow_position_notional_usd[1m]) > 10000",
                                   "tinywindow_position_notional_usd < 0"),
     "a position of exactly $10K counted as large": ("tinywindow_position_notional_usd[1m]) > 10000",

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from monitoring.assets import CORE_DASHBOARDS, load_dashboards, references
+from monitoring.assets import DASHBOARD_UIDS, load_dashboards, references
 
 # The linter's valid units (panel-units-rule), those a trading dashboard may use.
 VALID_UNITS = {
@@ -87,7 +87,7 @@ def lint(dashboard: dict) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("uid", CORE_DASHBOARDS)
+@pytest.mark.parametrize("uid", DASHBOARD_UIDS)
 def test_dashboard_passes_the_linter_rules(uid):
     assert lint(load_dashboards()[uid]) == []
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from monitoring.assets import (
-    CORE_DASHBOARDS, DASHBOARD_UIDS, DASHBOARDS, ROOT, SEED_METRICS, SEED_PANELS, alerts_by_name, catalog_samples_used,
+    DASHBOARD_UIDS, DASHBOARDS, ROOT, SEED_METRICS, SEED_PANELS, alerts_by_name, catalog_samples_used,
     check_expression, le_value, load_dashboards, panel_targets, references,
 )
 from tinywindow_otel.catalog import BY_NAME, SELF_METRICS
@@ -71,11 +71,6 @@ THRESHOLDS = {
 @pytest.fixture(scope="module")
 def dashboards():
     return load_dashboards()
-
-
-def seed_dashboards(dashboards):
-    """The trading, risk and system dashboards (execution and agents have their own tests)."""
-    return {uid: dashboard for uid, dashboard in dashboards.items() if uid in CORE_DASHBOARDS}
 
 
 def panels_by_title(dashboards):
@@ -164,7 +159,7 @@ def test_panels_mirroring_an_alert_use_its_window_and_grouping(dashboards):
 
 
 def test_variables_job_instance_symbol_service(dashboards):
-    for uid, dashboard in seed_dashboards(dashboards).items():
+    for uid, dashboard in dashboards.items():
         names = [v["name"] for v in dashboard["templating"]["list"]]
         assert names == ["datasource", "job", "instance", "symbol", "service"], uid
 
@@ -207,7 +202,7 @@ def test_loss_buckets_are_red(dashboards):
 
 
 def test_breaker_and_kill_switch_annotations_from_the_state_gauges(dashboards):
-    for uid, dashboard in seed_dashboards(dashboards).items():
+    for uid, dashboard in dashboards.items():
         exprs = [a.get("expr", "") for a in dashboard["annotations"]["list"]]
         assert any("tinywindow_circuit_breaker_open" in e for e in exprs), uid
         assert any("tinywindow_kill_switch_engaged" in e for e in exprs), uid

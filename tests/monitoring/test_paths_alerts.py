@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from helpers import wait_until
 from monitoring.assets import RULES, SEED_ALERTS
 from monitoring.deploy import Collector, Processes, Prometheus, Workload, otlp_env, prometheus_config
@@ -24,15 +22,9 @@ def firing(prometheus: Prometheus) -> set[str]:
     return {a["metric"]["alertname"] for a in prometheus.query('ALERTS{alertstate="firing"}')}
 
 
-# Pushed instances have no `up` and no process_start_time_seconds (nothing scrapes them);
-# their liveness series is target_info (one sample per push on all three paths). The
-# rules' "brand-new series already > 0" branches count `up` samples only, so a trade
-# above $10K on a symbol's first trade (a new series) does not raise LargePositionSize
-# on a push path. Verified: with `(sum_over_time(up[2m]) or count_over_time(target_info[2m]))`
-# in place of `sum_over_time(up[2m])`, every seed alert fires on every push path.
-PUSH_LIVENESS_IN_RULES = "target_info" in RULES.read_text()
-
-
+# Pushed instances have no `up` and no process_start_time_seconds (nothing scrapes
+# them); their liveness series is target_info. Rules that find "a brand-new series
+# already > 0" through `up` alone miss pushed instances (docs/deployment.md).
 def test_every_seed_alert_fires_on_every_push_path(tmp_path, prometheus3, otelcol):
     rules = {"alerts/" + RULES.name: shorten_for(RULES.read_text(), "2s")}
     with Processes(tmp_path) as procs:

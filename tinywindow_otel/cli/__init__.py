@@ -13,22 +13,13 @@ import threading
 from .. import __version__
 from ..server import DEFAULT_HOST, DEFAULT_PORT, MetricsServer
 
-DESCRIPTION = """\
-TinyWindow trading metrics on OpenTelemetry, with the monitoring assets to use them.
-
-commands:
-  demo           simulate a trading workload and serve its /metrics
-  stack          the demo plus a local Prometheus and Alertmanager: watch alerts fire
-  assets export  write the alert rules, dashboards and configs to a folder
-  hash-password  hash a password for basic auth on /metrics
-  docs           print the metrics reference
-"""
+DESCRIPTION = "TinyWindow trading metrics on OpenTelemetry, with the monitoring assets to use them."
 
 EPILOG = """\
 examples:
-  tinywindow-otel demo                           # http://127.0.0.1:8000/metrics
-  tinywindow-otel stack --fast-alerts            # needs prometheus and alertmanager installed
-  tinywindow-otel assets export ./monitoring     # ready-to-mount folder with a README
+  tinywindow-otel demo                                    # http://127.0.0.1:8000/metrics
+  tinywindow-otel stack --fast-alerts --scenario breach   # alerts firing; needs prometheus, alertmanager
+  tinywindow-otel assets export ./monitoring              # ready-to-mount folder with a README
 
 Run `tinywindow-otel COMMAND --help` for a command's options.
 """

@@ -37,17 +37,18 @@ files into the monitoring containers; paths are relative to this folder.
 |---|---|---|
 | `prometheus/prometheus.yml` | scrape job `tinywindow` (target `app:8000`), rules, Alertmanager | `/etc/prometheus/prometheus.yml` |
 | `prometheus/*.yml` (others) | blocks for TLS scraping and Prometheus 3's OTLP receiver (see the comment atop each) | merge into `prometheus.yml` |
-| `alerts/` | `tinywindow.rules.yml` (the alert rules) and their `promtool` tests | `/etc/prometheus/alerts` |
-| `alerts/alertmanager.yml` | routing by severity; webhook receivers at `http://alert-relay:5001` | `/etc/alertmanager/alertmanager.yml` |
-| `alerts/webhook-token.example` | placeholder bearer token for the webhooks (replace it) | docker secret `webhook-token` |
-| `dashboards/*.json` | Grafana dashboards `tinywindow-trading`, `-risk`, `-system` | `/etc/grafana/dashboards/tinywindow` |
+| `alerts/` | the alert rules (`*.rules.yml`) and their `promtool` tests | `/etc/prometheus/alerts` |
+| `alerts/alertmanager.yml` | routing by severity: PagerDuty, Slack and webhook receivers | `/etc/alertmanager/alertmanager.yml` |
+| `alerts/*.example` | placeholders for the secrets Alertmanager reads (PagerDuty key, Slack URL, webhook token) | `/run/secrets/<name without .example>` |
+| `dashboards/*.json` | Grafana dashboards `tinywindow-trading`, `-risk`, `-system`, `-execution`, `-agents` | `/etc/grafana/dashboards/tinywindow` |
 | `dashboards/provisioning/` | Grafana datasource (`http://prometheus:9090`) and dashboard provider | `/etc/grafana/provisioning` |
 | `collector/otelcol.yaml` | OpenTelemetry Collector: OTLP in, Prometheus and remote-write out | `/etc/otelcol-contrib/config.yaml` |
 | `docs/runbooks.md` | what to do when each alert fires | (read it) |
 
 Before using it, change in `prometheus/prometheus.yml` the scrape target to your
-application's `host:port` and in `alerts/alertmanager.yml` the webhook address
-(`http://alert-relay:5001`) to your own receiver.
+application's `host:port`, in `alerts/alertmanager.yml` the webhook address
+(`http://alert-relay:5001`) to your own receiver, and put real secrets in the
+files `alerts/alertmanager.yml` names (never the `.example` placeholders).
 
 With Docker Compose, for example:
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from .. import agent_confidence, agent_decisions_total, api_errors_total, api_latency_seconds, api_requests_total
-from .. import circuit_breaker_open, circuit_breaker_trips, kill_switch_activations, kill_switch_engaged
+from .. import circuit_breaker_trips, kill_switch_activations
 from .. import trade_amount_usd, trades_total
 from ..exporters import agent_exporter, api_exporter, portfolio_exporter, risk_exporter, safety_exporter
 from ..exporters import trading_exporter
@@ -182,26 +182,6 @@ class TradingSimulation:
         trading_exporter.record_trade(symbol, "filled", amount_usd=amount)
 
 
-def _set_breaker(reason: str, open_: bool) -> None:
-    if open_:
-        safety_exporter.record_circuit_breaker_trip(reason)
-    reset = getattr(safety_exporter, "reset_circuit_breaker", None)
-    if reset is None:  # recorders without the state gauges: set the gauge itself
-        circuit_breaker_open.labels(reason=reason).set(1 if open_ else 0)
-    elif not open_:
-        reset(reason)
-
-
-def _set_kill_switch(mode: str, engaged: bool) -> None:
-    if engaged:
-        safety_exporter.record_kill_switch_activation(mode)
-    release = getattr(safety_exporter, "release_kill_switch", None)
-    if release is None:
-        kill_switch_engaged.labels(mode=mode).set(1 if engaged else 0)
-    elif not engaged:
-        release(mode)
-
-
 class Breach:
     """Drives ``BREACH_PHASES`` on a simulation, by the time elapsed since the scenario started."""
 
@@ -237,10 +217,10 @@ class Breach:
         if alert == "LargePositionSize":
             sim.book("SOL/USDT", "buy", 25_000.0)
         elif alert == "CircuitBreakerTripped":
-            _set_breaker("volatility", True)
+            safety_exporter.record_circuit_breaker_trip("volatility")
             sim.halted = True
         elif alert == "KillSwitchActivated":
-            _set_kill_switch("manual", True)
+            safety_exporter.record_kill_switch_activation("manual")
             sim.halted = True
         elif alert == "DailyLossExceeded":
             sim.markdown = 0.12
@@ -259,10 +239,10 @@ class Breach:
             for _ in range(3):
                 sim.book("SOL/USDT", "sell", 25_000.0 / 3)
         elif alert == "CircuitBreakerTripped":
-            _set_breaker("volatility", False)
+            safety_exporter.reset_circuit_breaker("volatility")
             sim.halted = "KillSwitchActivated" in self.started - self.ended
         elif alert == "KillSwitchActivated":
-            _set_kill_switch("manual", False)
+            safety_exporter.release_kill_switch("manual")
             sim.halted = "CircuitBreakerTripped" in self.started - self.ended
         elif alert in ("DailyLossExceeded", "DrawdownExceeded"):
             sim.markdown = 0.0

@@ -20,6 +20,7 @@ from ..calibration import DecisionId
 from ..exchange import feed, record_rate_limit
 from ..exporters import agent_exporter
 from ..llm import llm_call
+from ..metrics import REGISTRY
 from ..orders import Order
 
 # venue -> (typical ack latency s, reference price per symbol)
@@ -33,9 +34,13 @@ AGENTS = ("market_analyst", "risk_manager")
 class ExecutionSimulation:
     """One tick: every stream delivers, maybe an order, maybe an LLM call, maybe a decision or an outcome."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, llm_call_probability: float = 0.01) -> None:
         self.rng = random.Random(None if seed is None else seed + 1)
+        # ~1 call / 20 s at the demo's 5 ticks/s: under the 50 USD budget for two days.
+        self.llm_call_probability = llm_call_probability
         self.feeds = [feed(venue, stream) for venue in VENUES for stream in STREAMS]
+        for agent in AGENTS:  # at 0 from the start: the Expired Decisions panel shows 0, not "no data"
+            REGISTRY.get("tinywindow_agent_decisions_expired_total").labels(agent)
         self.pending: deque[tuple[int, DecisionId, float]] = deque()  # (due tick, decision id, confidence)
         self.ticks = 0
 
@@ -51,7 +56,7 @@ class ExecutionSimulation:
                                        "X-RateLimit-Remaining": str(rng.randint(8, 29))})
         if rng.random() < 0.5:
             self._order(rng.choice(list(VENUES)))
-        if rng.random() < 0.01:  # ~1 call / 20 s at 5 ticks/s: under the 50 USD budget for two days
+        if rng.random() < self.llm_call_probability:
             self._llm_call(*rng.choice(MODELS))
         if rng.random() < 0.3:
             self._decide()
@@ -94,6 +99,8 @@ class ExecutionSimulation:
         with llm_call(provider, model) as call:
             call.started_at = perf_counter() - duration
             call.first_chunk_at = call.started_at + duration * rng.uniform(0.1, 0.3)
+            if rng.random() < 0.05:  # a truncated answer: error.type without an exception
+                call.error("max_tokens")
             cached = rng.choice((0, 0, 2000, 4000))
             call.usage(input_tokens=rng.randint(800, 3000) + cached, output_tokens=rng.randint(50, 600),
                        cache_read_tokens=cached)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 
 from tinywindow_otel import (
+    Counter,
+    Histogram,
     MetricsServer,
     agent_decision,
     api_call,
@@ -36,6 +38,10 @@ def main() -> None:
     trades_total.labels(status="filled", symbol="BTC/USDT").inc()
     trade_pnl_usd.observe(-120.5)
     api_latency_seconds.labels(service="claude").observe(0.42)
+    signals = Counter("signals_total", "Signals emitted by a strategy", ["strategy"])
+    signals.labels(strategy="momentum").inc()
+    fills = Histogram("fill_seconds", "Time to fill", buckets=(0.1, 1.0, 10.0))
+    fills.observe(0.5)
     trading_exporter.record_trade(symbol="BTC/USDT", status="filled", pnl=150.0, amount_usd=1000.0)
     portfolio_exporter.update_portfolio(total_value=50000.0, unrealized_pnl=500.0,
                                         positions={"BTC/USDT": 0.1}, leverage=1.5)
