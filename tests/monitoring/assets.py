@@ -95,6 +95,10 @@ EXTERNAL_METRICS = {
     "alertmanager_notifications_failed_total": {"integration"},
     "otelcol_exporter_send_failed_metric_points": {"exporter"},
     "otelcol_exporter_send_failed_metric_points_total": {"exporter"},
+    # Names as the collector v0.165 exposes them on :8888 (queue size is a gauge, no _total).
+    "otelcol_exporter_sent_metric_points": {"exporter"},
+    "otelcol_exporter_sent_metric_points_total": {"exporter"},
+    "otelcol_exporter_queue_size": {"exporter", "data_type"},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

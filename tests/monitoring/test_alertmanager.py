@@ -136,3 +136,25 @@ def test_compose_provides_every_secret_file_alertmanager_reads():
     assert wanted <= set(compose["services"]["alertmanager"]["secrets"])
     for name in wanted:
         assert f"./alerts/{name}.example" in compose["secrets"][name]["file"], name
+
+
+def test_the_exported_readme_describes_every_receiver_and_secret_file():
+    """The README `tinywindow-otel assets export` writes must match alertmanager.yml: each receiver,
+    each secret file with the key that reads it, each webhook address, the dead-man's switch."""
+    from tinywindow_otel.cli.assets import EXPORT_README
+
+    readme = EXPORT_README.format(version="x")
+    for name, receiver in receivers().items():
+        assert f"`{name}`" in readme, name
+        for kind, configs in receiver.items():
+            if kind.endswith("_configs"):
+                assert f"{kind}." in readme, f"{name}: {kind} not described"
+                for hook in configs:
+                    if "url" in hook:
+                        assert "/" + hook["url"].rsplit("/", 1)[1] in readme, hook["url"]
+    for secret_file in set(re.findall(re.escape(SECRET_DIR) + r"[\w-]+", ALERTMANAGER.read_text())):
+        assert f"`{secret_file}`" in readme, secret_file
+    for key in ("routing_key_file", "api_url_file", "credentials_file"):
+        assert key in readme and key in ALERTMANAGER.read_text(), key
+    assert "`Watchdog`" in readme and "dead-man" in readme
+    assert "http://alert-relay:5001" in readme and "http://alert-relay:5001" in ALERTMANAGER.read_text()

@@ -99,6 +99,25 @@ MUTATIONS = {
         "(sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
         "count_over_time(tinywindow_trade_amount_usd_count[2m]) < on (job, instance) group_left max by (job, instance) "
         "(sum_over_time(up[2m])))"),
+    "a pushed breaker trip (series born at 1, no up) is missed without target_info": (
+        "count_over_time(tinywindow_circuit_breaker_trips_total[2m]) < on (job, instance) group_left max by (job, instance) "
+        "(sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
+        "count_over_time(tinywindow_circuit_breaker_trips_total[2m]) < on (job, instance) group_left max by (job, instance) "
+        "(sum_over_time(up[2m])))"),
+    "a pushed kill-switch activation is missed without target_info": (
+        "count_over_time(tinywindow_kill_switch_activations_total[2m]) < on (job, instance) group_left max by (job, instance) "
+        "(sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
+        "count_over_time(tinywindow_kill_switch_activations_total[2m]) < on (job, instance) group_left max by (job, instance) "
+        "(sum_over_time(up[2m])))"),
+    "a push-only app pages as absent": (
+        'absent(up{job="tinywindow"})\n          and absent_over_time(target_info{job="tinywindow"}[2m])',
+        'absent(up{job="tinywindow"})'),
+    "a collector outage is seen only once send_failed counts (after the retries)": (
+        "min by (job, instance, exporter) (min_over_time(otelcol_exporter_queue_size[2m])) > 0",
+        "min by (job, instance, exporter) (min_over_time(otelcol_exporter_queue_size[2m])) < 0"),
+    "a busy queue that keeps sending counts as failing": (
+        'increase({__name__=~"otelcol_exporter_sent_metric_points(_total)?"}[2m])\n            ) > 0',
+        'increase({__name__=~"otelcol_exporter_sent_metric_points(_total)?"}[2m])\n            ) > 1e12'),
     "position notional ignored": ("last_over_time(tinywindow_position_notional_usd[1m]) > 10000",
                                   "tinywindow_position_notional_usd < 0"),
     "a position of exactly $10K counted as large": ("tinywindow_position_notional_usd[1m]) > 10000",

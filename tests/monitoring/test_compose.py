@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 
@@ -38,7 +39,7 @@ PUSH_PROFILE = {"collector", "app-push"}
 
 
 def test_docker_compose_config_is_valid(resolved):
-    assert set(resolved["services"]) == {"app", "prometheus", "grafana", "alertmanager"} | PUSH_PROFILE
+    assert set(resolved["services"]) == {"app", "prometheus", "grafana", "alertmanager", "alert-relay"} | PUSH_PROFILE
 
 
 def test_collector_and_the_pushing_app_are_only_in_their_profile(resolved):
@@ -154,3 +155,48 @@ def test_alertmanager_secret_is_a_placeholder_file(resolved):
     secret = resolved["secrets"]["webhook-token"]["file"]
     assert os.path.exists(secret)
     assert secret.endswith(env_example()["ALERTMANAGER_WEBHOOK_TOKEN_FILE"].lstrip("."))
+
+
+def webhook_urls() -> list[str]:
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
+    return [hook["url"] for receiver in config["receivers"] for hook in receiver.get("webhook_configs", [])]
+
+
+def test_every_webhook_alertmanager_sends_to_has_a_relay_service(resolved):
+    """alerts/alertmanager.yml sends webhooks to http://alert-relay:5001/<receiver>: that service must exist,
+    listen on that port, serve those paths and check the token file Alertmanager sends."""
+    from urllib.parse import urlsplit
+
+    relay_script = ROOT / "alerts" / "relay.py"
+    spec = importlib.util.spec_from_file_location("alert_relay", relay_script)
+    relay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(relay)
+
+    urls = [urlsplit(url) for url in webhook_urls()]
+    assert urls, "alertmanager.yml has no webhook receiver"
+    services = resolved["services"]
+    command = services["alert-relay"]["command"]
+    for url in urls:
+        assert url.hostname in services, f"{url.geturl()}: no compose service {url.hostname}"
+        assert url.hostname == "alert-relay"
+        assert command[command.index("--port") + 1] == str(url.port)
+        assert str(url.port) in [str(p) for p in services["alert-relay"]["expose"]]
+        assert url.path.strip("/") in relay.RECEIVERS, url.geturl()
+    # The relay runs the mounted script, in an image this compose file builds.
+    script = command[command.index("python") + 1]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["alert-relay"]["volumes"]}
+    assert mounts[script] == str(relay_script)
+    assert services["alert-relay"]["image"] == services["app"]["image"] and "build" in services["alert-relay"]
+    # Same secret on both sides of the bearer token.
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
+    token_files = {hook["http_config"]["authorization"]["credentials_file"]
+                   for receiver in config["receivers"] for hook in receiver.get("webhook_configs", [])}
+    token_file = command[command.index("--token-file") + 1]
+    assert token_files == {token_file}
+    secret = token_file.rsplit("/", 1)[1]
+    for service in ("alert-relay", "alertmanager"):
+        assert secret in [s["source"] for s in services[service]["secrets"]], service
+    # Health is the dead-man's switch, probed on the relay's own port; Alertmanager starts after it.
+    assert f"127.0.0.1:{urls[0].port}/healthz" in " ".join(services["alert-relay"]["healthcheck"]["test"])
+    assert "alert-relay" in services["alertmanager"]["depends_on"]
+    assert "ports" not in services["alert-relay"]  # reached by Alertmanager only

@@ -51,6 +51,15 @@ def test_scrapes_the_app_on_8000_as_the_job_the_alerts_select():
         assert f'job="{stack.JOB}"' in alerts_by_name()[name]["expr"]
 
 
+def test_scrapes_alertmanager_where_it_sends_alerts():
+    # AlertmanagerNotificationsFailing has data only if Alertmanager itself is scraped.
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    alerting = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert jobs[stack.ALERTMANAGER_JOB]["static_configs"][0]["targets"] == alerting
+    assert "alertmanager_notifications_failed_total" in alerts_by_name()["AlertmanagerNotificationsFailing"]["expr"]
+
+
 def test_points_at_alertmanager_and_loads_the_rule_glob():
     config = yaml.safe_load(PROMETHEUS.read_text())
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
@@ -63,7 +72,8 @@ def test_stack_config_matches_the_repo_config(tmp_path):
     local = yaml.safe_load(stack.prometheus_config("127.0.0.1:8000", "127.0.0.1:9093", "1s"))
     assert local["rule_files"] == repo["rule_files"]
     assert local["global"]["external_labels"] == repo["global"]["external_labels"]
-    assert [j["job_name"] for j in local["scrape_configs"]] == [stack.JOB]
+    assert [j["job_name"] for j in local["scrape_configs"]] == [stack.JOB, stack.ALERTMANAGER_JOB]
+    assert local["scrape_configs"][1]["static_configs"][0]["targets"] == ["127.0.0.1:9093"]
     (tmp_path / "alerts").mkdir()
     shutil.copy(RULES, tmp_path / "alerts" / RULES.name)
     (tmp_path / "prometheus.yml").write_text(stack.prometheus_config("127.0.0.1:8000", "127.0.0.1:9093", "1s"))

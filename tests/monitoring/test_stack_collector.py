@@ -31,7 +31,7 @@ def test_prometheus_config_for_a_pushing_app_scrapes_only_the_collector():
 
     config = yaml.safe_load(stack.prometheus_config(None, "127.0.0.1:9093", "1s", "127.0.0.1:8888"))
     assert [(j["job_name"], j["static_configs"][0]["targets"]) for j in config["scrape_configs"]] == [
-        (stack.COLLECTOR_JOB, ["127.0.0.1:8888"])]
+        (stack.COLLECTOR_JOB, ["127.0.0.1:8888"]), (stack.ALERTMANAGER_JOB, ["127.0.0.1:9093"])]
 
 
 def test_a_bad_interval_is_a_clear_error():

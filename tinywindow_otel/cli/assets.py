@@ -35,20 +35,43 @@ files into the monitoring containers; paths are relative to this folder.
 
 | path | what | mount it at |
 |---|---|---|
-| `prometheus/prometheus.yml` | scrape job `tinywindow` (target `app:8000`), rules, Alertmanager | `/etc/prometheus/prometheus.yml` |
+| `prometheus/prometheus.yml` | scrape jobs `tinywindow` (target `app:8000`), `otel-collector` (`collector:8888`), `alertmanager` (`alertmanager:9093`); rules; Alertmanager | `/etc/prometheus/prometheus.yml` |
 | `prometheus/*.yml` (others) | blocks for TLS scraping and Prometheus 3's OTLP receiver (see the comment atop each) | merge into `prometheus.yml` |
 | `alerts/` | the alert rules (`*.rules.yml`) and their `promtool` tests | `/etc/prometheus/alerts` |
-| `alerts/alertmanager.yml` | routing by severity: PagerDuty, Slack and webhook receivers | `/etc/alertmanager/alertmanager.yml` |
-| `alerts/*.example` | placeholders for the secrets Alertmanager reads (PagerDuty key, Slack URL, webhook token) | `/run/secrets/<name without .example>` |
+| `alerts/alertmanager.yml` | routing by severity to PagerDuty, Slack, a webhook relay, and the Watchdog to a dead-man's switch | `/etc/alertmanager/alertmanager.yml` |
+| `alerts/*.example` | placeholders for the three secret files Alertmanager reads (below) | `/run/secrets/<name without .example>` |
 | `dashboards/*.json` | Grafana dashboards `tinywindow-trading`, `-risk`, `-system`, `-execution`, `-agents` | `/etc/grafana/dashboards/tinywindow` |
 | `dashboards/provisioning/` | Grafana datasource (`http://prometheus:9090`) and dashboard provider | `/etc/grafana/provisioning` |
 | `collector/otelcol.yaml` | OpenTelemetry Collector: OTLP in, Prometheus and remote-write out | `/etc/otelcol-contrib/config.yaml` |
 | `docs/runbooks.md` | what to do when each alert fires | (read it) |
 
-Before using it, change in `prometheus/prometheus.yml` the scrape target to your
-application's `host:port`, in `alerts/alertmanager.yml` the webhook address
-(`http://alert-relay:5001`) to your own receiver, and put real secrets in the
-files `alerts/alertmanager.yml` names (never the `.example` placeholders).
+## Receivers and the secrets to create
+
+`alerts/alertmanager.yml` holds no secret: Alertmanager reads each one from a
+file at send time. Create these files (one value, no quotes) and mount them
+where the configuration looks for them:
+
+| receiver | gets | secret file (`alertmanager.yml` key) | content |
+|---|---|---|---|
+| `trading-pager` | `severity="critical"` (and AlertmanagerNotificationsFailing) | `/run/secrets/pagerduty-routing-key` (`pagerduty_configs.routing_key_file`) | the PagerDuty Events API v2 routing (integration) key |
+| `trading-chat` | `severity="warning"` (and AlertmanagerNotificationsFailing) | `/run/secrets/slack-api-url` (`slack_configs.api_url_file`) | the Slack incoming-webhook URL (channel `#trading-alerts`) |
+| `trading-pager`, `trading-chat`, `deadmans-switch` | a copy of each notification, by webhook to `http://alert-relay:5001/page`, `/chat`, `/deadmans-switch` | `/run/secrets/webhook-token` (`webhook_configs.http_config.authorization.credentials_file`) | the bearer token the relay expects |
+
+The `Watchdog` alert always fires and goes only to `deadmans-switch`, every
+minute: point that receiver at a dead-man's-switch service (Healthchecks.io,
+PagerDuty or Opsgenie heartbeats, or the relay below) that pages when the
+notifications **stop**: that is when Prometheus, its rules or Alertmanager are down.
+
+The webhook URLs are not secret (Alertmanager 0.25 has no `url_file` for
+webhooks): the relay authenticates the bearer token. Replace
+`http://alert-relay:5001` by your own receiver, or run the minimal one of the
+project's repository (`alerts/relay.py` there, standard library only: checks
+the token, logs one JSON line per alert, turns unhealthy when the Watchdog
+stops). Drop a receiver you do not use from `alertmanager.yml` instead of
+leaving its secret file empty.
+
+Before using it, also change in `prometheus/prometheus.yml` the scrape targets to
+your application's, the collector's and Alertmanager's `host:port`.
 
 With Docker Compose, for example:
 
@@ -63,6 +86,7 @@ services:
     image: prom/alertmanager:v0.35.0
     volumes:
       - ./alerts/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro
+    secrets: [pagerduty-routing-key, slack-api-url, webhook-token]
   grafana:
     image: grafana/grafana:11.1.3
     volumes:
@@ -73,6 +97,13 @@ services:
     command: ["--config=/etc/otelcol-contrib/config.yaml"]
     volumes:
       - ./collector/otelcol.yaml:/etc/otelcol-contrib/config.yaml:ro
+secrets:   # your real files, outside this folder; never the .example placeholders
+  pagerduty-routing-key:
+    file: /etc/tinywindow/secrets/pagerduty-routing-key
+  slack-api-url:
+    file: /etc/tinywindow/secrets/slack-api-url
+  webhook-token:
+    file: /etc/tinywindow/secrets/webhook-token
 ```
 
 Check your changes with:

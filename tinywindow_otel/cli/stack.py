@@ -48,6 +48,8 @@ RULES_FILE = "alerts/tinywindow.rules.yml"
 COLLECTOR_FILE = "collector/otelcol.yaml"
 #: The scrape job of the collector's own metrics (as in prometheus/prometheus.yml).
 COLLECTOR_JOB = "otel-collector"
+#: The scrape job of Alertmanager's own metrics (AlertmanagerNotificationsFailing reads them).
+ALERTMANAGER_JOB = "alertmanager"
 #: service.instance.id of the demo when it pushes: its ``instance`` label in Prometheus.
 PUSH_INSTANCE = "stack-demo"
 ALERTMANAGER_FILE = "alerts/alertmanager.yml"
@@ -114,12 +116,14 @@ def prometheus_config(app_target: str | None, alertmanager_target: str, interval
 
     ``app_target`` None: the app pushes (nothing to scrape); ``collector_target``:
     the collector's own metrics endpoint, scraped as the otel-collector job.
+    Alertmanager's own metrics are always scraped (job alertmanager).
     """
     scrape_configs = []
     if app_target is not None:
         scrape_configs.append({"job_name": JOB, "static_configs": [{"targets": [app_target]}]})
     if collector_target is not None:
         scrape_configs.append({"job_name": COLLECTOR_JOB, "static_configs": [{"targets": [collector_target]}]})
+    scrape_configs.append({"job_name": ALERTMANAGER_JOB, "static_configs": [{"targets": [alertmanager_target]}]})
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval,
                    "external_labels": {"system": "tinywindow"}},
