@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import socket
 
 import pytest
 from helpers import sample_value, wait_until
@@ -326,3 +327,56 @@ def test_fake_exchange_has_ccxt_method_shapes():
     assert inspect.iscoroutinefunction(async_ex.create_order)
     assert inspect.iscoroutinefunction(async_ex.fetch_ticker)
     assert inspect.signature(async_ex.create_order) == inspect.signature(ccxt_async.binance().create_order)
+
+
+def test_real_async_ccxt_binance_against_a_local_http_server():
+    """ccxt.async_support over real HTTP (aiohttp, its own transport) to a local server answering Binance's paths."""
+    import ccxt.async_support as ccxt_async
+    from aiohttp import web
+
+    calls = []
+
+    async def server_time(request):
+        calls.append(("GET", request.path))
+        return web.json_response({"serverTime": 1700000000000}, headers={"X-MBX-USED-WEIGHT-1M": "300"})
+
+    async def new_order(request):
+        calls.append(("POST", request.path))
+        body = {"symbol": "BTCUSDT", "orderId": 7, "clientOrderId": "c7", "transactTime": 1700000000000,
+                "price": "0.00", "origQty": "1.0", "executedQty": "1.0", "cummulativeQuoteQty": "64935.0",
+                "status": "FILLED", "timeInForce": "GTC", "type": "MARKET", "side": "SELL", "fills": []}
+        return web.json_response(body, headers={"X-MBX-USED-WEIGHT-1M": "5700"})
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/api/v3/time", server_time)
+        app.router.add_post("/api/v3/order", new_order)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))  # port 0: a free port, bound before the server takes the socket
+        port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
+        ex = ccxt_async.binance({"apiKey": "key", "secret": "secret"})
+        try:
+            for name, url in list(ex.urls["api"].items()):
+                if isinstance(url, str) and url.startswith("https://api.binance.com"):
+                    ex.urls["api"][name] = url.replace("https://api.binance.com", f"http://127.0.0.1:{port}")
+            ex.set_markets([_market()])
+            instrument_ccxt(ex, reference_price=lambda symbol, side: 65_000.0)
+            assert await ex.fetch_time() == 1700000000000
+            assert metric_value("tinywindow_exchange_rate_limit_used_ratio", "binance") == pytest.approx(0.05)
+            return await ex.create_order("BTC/USDT", "market", "sell", 1.0)
+        finally:
+            await ex.close()
+            await runner.cleanup()
+
+    order = asyncio.run(main())
+    assert order["status"] == "closed" and order["average"] == pytest.approx(64_935.0)
+    assert calls == [("GET", "/api/v3/time"), ("POST", "/api/v3/order")]
+    assert metric_value("tinywindow_orders_total", "binance", "filled") == 1.0
+    # Sold at 64935 vs 65000: 10 bps worse for a sell.
+    slippage = REGISTRY.get("tinywindow_slippage_bps").labels("binance", "sell").snapshot()
+    assert slippage[1] == pytest.approx((65_000 - 64_935) / 65_000 * 1e4)
+    assert metric_value("tinywindow_exchange_rate_limit_used_ratio", "binance") == pytest.approx(0.95)
+    assert metric_value("tinywindow_api_requests_total", "binance") == 2.0

@@ -103,7 +103,7 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 C, G, H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
 
-# The 18 metrics of seed/monitoring.md, in the seed's order.
+# The 18 metrics of the TinyWindow monitoring interface, in its documented order.
 CATALOG: tuple[MetricSpec, ...] = (
     # Trade metrics
     MetricSpec("tinywindow_trades_total", C, "Total trades by status and symbol.", ("status", "symbol"), "{trade}",
@@ -133,7 +133,7 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_kill_switch_activations", C, "Kill switch activations by mode.", ("mode",), "{activation}"),
 )
 
-# State beside the seed's events: alerts read "is trading halted now?" and
+# State beside the events above: alerts read "is trading halted now?" and
 # "how large is the position?" from these, not from counters that can go stale
 # or reset, and a stalled bot shows as an old heartbeat.
 STATE_METRICS: tuple[MetricSpec, ...] = (
