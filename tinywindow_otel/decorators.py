@@ -23,7 +23,7 @@ import asyncio
 import inspect
 from collections.abc import Callable, Mapping
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
 from ._internal.selfmetrics import default_drops as _drops
 from ._internal.wrapper import FAILED as _FAILED  # noqa: F401
@@ -145,7 +145,9 @@ class _TradeProbe(_Probe):
         self.reject_on = reject_on
         self.symbol_from = symbol_from
         self.exporter = exporter
-        self.signature: inspect.Signature | None = None
+        # Set by _TradeInstrument on the probe of a function decorated without a symbol,
+        # the only probe whose start() reads it.
+        self.signature = cast(inspect.Signature, None)
 
     def start(self, args, kwargs) -> TradeOutcome:
         symbol = self.symbol

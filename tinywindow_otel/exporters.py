@@ -23,7 +23,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
@@ -31,6 +31,15 @@ from .calibration import CalibrationTracker, DecisionId
 from .metrics import REGISTRY, MetricRegistry
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
                    PortfolioState, PortfolioTracker, is_finite_number, leverage_ratio, win_rate_pct)
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    class _TrackerOptions(TypedDict):
+        """PortfolioTracker's keyword options, kept to build a fresh tracker on reset."""
+
+        window: int
+        return_interval_s: float
 
 UNKNOWN_ERROR_TYPE = "unknown"
 
@@ -132,11 +141,11 @@ class TradingExporter(_Recorder):
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
         super().__init__()
-        self._trades = registry.by_attr("trades_total")
-        self._pnl = registry.by_attr("trade_pnl_usd")
-        self._amount = registry.by_attr("trade_amount_usd")
-        self._win_rate = registry.by_attr("win_rate")
-        self._last_trade = registry.by_attr("last_trade_timestamp_seconds")
+        self._trades = registry.counter("trades_total")
+        self._pnl = registry.histogram("trade_pnl_usd")
+        self._amount = registry.histogram("trade_amount_usd")
+        self._win_rate = registry.gauge("win_rate")
+        self._last_trade = registry.gauge("last_trade_timestamp_seconds")
         self.wins = 0
         self.losses = 0
         self.last_trade_time: float | None = None
@@ -162,9 +171,9 @@ class TradingExporter(_Recorder):
         amount = self._amount.labels(symbol=symbol) if amount_usd is not None else None
         trades.inc()
         if amount is not None:
-            amount.observe(amount_value)
+            amount.observe(amount_value)  # type: ignore[arg-type]  # not None: amount_usd is not
         if pnl_value is not None:
-            self._pnl.observe(pnl)
+            self._pnl.observe(pnl)  # type: ignore[arg-type]  # not None: pnl_value is its check
             if pnl_value != 0 and math.isfinite(pnl_value):  # a huge int is dropped by the histogram: no win
                 self._count_outcome(pnl_value > 0)
         now = time.time()
@@ -186,7 +195,7 @@ class TradingExporter(_Recorder):
                 self.wins += 1
             else:
                 self.losses += 1
-            self._win_rate.set(win_rate_pct(self.wins, self.losses))
+            self._win_rate.set(win_rate_pct(self.wins, self.losses))  # type: ignore[arg-type]  # a trade was decided
 
     def export_state(self) -> dict:
         """Win/loss tally and last trade time (JSON-serialisable)."""
@@ -238,9 +247,9 @@ class _PortfolioGauges(_Recorder):
 
     def __init__(self, registry: MetricRegistry) -> None:
         super().__init__()
-        self.gauges = {attr: registry.by_attr(attr) for attr in self.RISK_GAUGES}
-        self.positions = registry.by_attr("active_positions")
-        self.notional = registry.by_attr("position_notional_usd")
+        self.gauges = {attr: registry.gauge(attr) for attr in self.RISK_GAUGES}
+        self.positions = registry.gauge("active_positions")
+        self.notional = registry.gauge("position_notional_usd")
         self.explicit: set[str] = set()
         # label value -> (size, notional or None): what this process recorded, for export_state().
         self.snapshot: dict[str, tuple[float, float | None]] = {}
@@ -350,15 +359,15 @@ class PortfolioExporter(_Recorder):
             raise ValueError(f"tinywindow_portfolio_var_95: var_method must be one of "
                              f"{', '.join(VAR_METHODS)} or None, got {var_method!r}")
         super().__init__()
-        self._value = registry.by_attr("portfolio_value_usd")
-        self._unrealized = registry.by_attr("unrealized_pnl_usd")
+        self._value = registry.gauge("portfolio_value_usd")
+        self._unrealized = registry.gauge("unrealized_pnl_usd")
         self._gauges = _portfolio_gauges(registry)
         self._positions = self._gauges.positions
         self._notional = self._gauges.notional
         self._risk = self._gauges
         self.var_method = var_method
         self.var_min_samples = var_min_samples
-        self._tracker_options = {"window": var_window, "return_interval_s": return_interval_s}
+        self._tracker_options: _TrackerOptions = {"window": var_window, "return_interval_s": return_interval_s}
         self.tracker = PortfolioTracker(state, **self._tracker_options)
 
     def update_portfolio(
@@ -543,9 +552,9 @@ class APIExporter:
     """External API calls: every request counted, failures also by error type."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        self.requests = registry.by_attr("api_requests_total")
-        self.errors = registry.by_attr("api_errors_total")
-        self.latency = registry.by_attr("api_latency_seconds")
+        self.requests = registry.counter("api_requests_total")
+        self.errors = registry.counter("api_errors_total")
+        self.latency = registry.histogram("api_latency_seconds")
 
     def bind(self, service: str) -> BoundAPICall:
         """The series of ``service``, created now (raises for a bad label)."""
@@ -603,9 +612,9 @@ class AgentExporter(_Recorder):
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
         super().__init__()
-        self.decisions = registry.by_attr("agent_decisions_total")
-        self.confidence = registry.by_attr("agent_confidence")
-        self.last_decision = registry.by_attr("last_decision_timestamp_seconds")
+        self.decisions = registry.counter("agent_decisions_total")
+        self.confidence = registry.histogram("agent_confidence")
+        self.last_decision = registry.gauge("last_decision_timestamp_seconds")
         self.last_decision_times: dict[str, float] = {}
         self.calibration = CalibrationTracker(registry)
 
@@ -680,10 +689,10 @@ class SafetyExporter(_Recorder):
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
         super().__init__()
-        self._trips = registry.by_attr("circuit_breaker_trips")
-        self._kills = registry.by_attr("kill_switch_activations")
-        self._open = registry.by_attr("circuit_breaker_open")
-        self._engaged = registry.by_attr("kill_switch_engaged")
+        self._trips = registry.counter("circuit_breaker_trips")
+        self._kills = registry.counter("kill_switch_activations")
+        self._open = registry.gauge("circuit_breaker_open")
+        self._engaged = registry.gauge("kill_switch_engaged")
         self.breakers: dict[str, bool] = {}
         self.kill_switches: dict[str, bool] = {}
 

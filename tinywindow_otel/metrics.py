@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import itemgetter
+from typing import Any, Generic, TypeVar
 
 from ._internal import labels as _labels
 from ._internal.labels import MAX_LABEL_VALUE_LENGTH, RESERVED_REPLACEMENT
@@ -41,12 +42,15 @@ _DEFAULT = object()
 # The names modules used before these moved to ``_internal`` (import them from there).
 _check_number = check_number
 _drops = default_drops
+# The series class of a metric family: what ``labels()`` returns.
+_S = TypeVar("_S", bound=Series)
+_M = TypeVar("_M", "Counter", "Gauge", "Histogram")
 
 
-class _Metric:
+class _Metric(Generic[_S]):
     """A metric family: ``labels()`` hands out cached series."""
 
-    _series_class: type[Series]
+    _series_class: type[_S]
     kind: Kind
 
     def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = (), unit: str = "", *,
@@ -70,7 +74,7 @@ class _Metric:
             target.register(self)
 
     @classmethod
-    def _from_spec(cls, spec: MetricSpec, registry: MetricRegistry | None) -> _Metric:
+    def _from_spec(cls, spec: MetricSpec, registry: MetricRegistry | None) -> _Metric[Any]:
         metric = cls.__new__(cls)
         metric._setup(spec, registry)
         return metric
@@ -82,9 +86,9 @@ class _Metric:
         self.labelnames = spec.labels
         self._registry = registry
         self.drops: DropReporter = registry.drops if registry is not None else default_drops
-        self._children: dict[tuple, Series] = {}
+        self._children: dict[tuple, _S] = {}
         self._lock = threading.Lock()
-        self._overflow: Series | None = None
+        self._overflow: _S | None = None
         self.max_series = spec.max_series
         n = len(spec.labels)
         self._first_label = spec.labels[0] if n == 1 else None
@@ -106,7 +110,7 @@ class _Metric:
         with self._lock:
             self.max_series = limit
 
-    def labels(self, *values: object, **kwargs: object):
+    def labels(self, *values: object, **kwargs: object) -> _S:
         """Return the series for these label values (cached; created on first use).
 
         Accepts either all values positionally, in declared order, or all by name.
@@ -118,7 +122,8 @@ class _Metric:
                 if self._key_of is not None:
                     values = self._key_of(kwargs)
                 else:
-                    values = (kwargs[self._first_label],)
+                    # No label at all (None) raises the KeyError reported below.
+                    values = (kwargs[self._first_label],)  # type: ignore[index]
             except KeyError:
                 raise self._label_error(kwargs) from None
             if len(kwargs) != len(self.labelnames):
@@ -155,7 +160,7 @@ class _Metric:
     def _canonical(self, values: tuple) -> tuple[str, ...]:
         return _labels.canonical(self.name, self.labelnames, values, self.drops)
 
-    def _new_child(self, values: tuple) -> Series:
+    def _new_child(self, values: tuple) -> _S:
         canonical = self._canonical(values)
         if self._registry is not None:
             self._registry.first_use()
@@ -176,16 +181,16 @@ class _Metric:
             self.drops.overflowed(self.name, self.max_series)
         return child
 
-    def _make_series(self, label_values: tuple[str, ...]) -> Series:
+    def _make_series(self, label_values: tuple[str, ...]) -> _S:
         return self._series_class(self, label_values, Attributes(zip(self.labelnames, label_values)))
 
     def _new_default(self) -> None:
         """Unlabelled metrics have their one series from the start (shown at 0 before any use)."""
         for name in ("inc", "dec", "set", "observe"):
             self.__dict__.pop(name, None)
-        self._default = self._make_series(()) if not self.labelnames else None
+        self._default: _S | None = self._make_series(()) if not self.labelnames else None
 
-    def _unlabelled(self) -> Series:
+    def _unlabelled(self) -> _S:
         default = self._default
         if default is None:
             raise ValueError(
@@ -218,13 +223,13 @@ class _Metric:
             self._overflow = None
             self._new_default()
 
-    def series(self) -> list[Series]:
+    def series(self) -> list[_S]:
         """A snapshot of the live series, the overflow series last."""
         with self._lock:
             children = list(self._children.values())
             default = self._default
             # An unlabelled gauge's series counts once it has a value (no value, no sample).
-            if default is not None and (self.kind is not Kind.GAUGE or default._value is not None):
+            if default is not None and (not isinstance(default, GaugeSeries) or default._value is not None):
                 children.insert(0, default)
             if self._overflow is not None:
                 children.append(self._overflow)
@@ -236,7 +241,7 @@ class _Metric:
             child.after_fork_in_child()
 
 
-class Counter(_Metric):
+class Counter(_Metric[CounterSeries]):
     """A monotonically increasing counter.
 
         >>> from tinywindow_otel import trades_total
@@ -261,7 +266,7 @@ class Counter(_Metric):
         return self._unlabelled().get()
 
 
-class Gauge(_Metric):
+class Gauge(_Metric[GaugeSeries]):
     """A value that goes up and down; no sample until the first value is set.
 
         >>> from tinywindow_otel import portfolio_value_usd
@@ -284,7 +289,7 @@ class Gauge(_Metric):
         return self._unlabelled().get()
 
 
-class Histogram(_Metric):
+class Histogram(_Metric[HistogramSeries]):
     """A distribution with fixed bucket boundaries (the catalog's, or ``buckets=``).
 
         >>> from tinywindow_otel import api_latency_seconds
@@ -325,7 +330,7 @@ def _check_buckets(name: str, buckets: Iterable[float]) -> tuple[float, ...]:
     return tuple(bounds)
 
 
-_CLASSES: dict[Kind, type[_Metric]] = {Kind.COUNTER: Counter, Kind.GAUGE: Gauge, Kind.HISTOGRAM: Histogram}
+_CLASSES: dict[Kind, type[_Metric[Any]]] = {Kind.COUNTER: Counter, Kind.GAUGE: Gauge, Kind.HISTOGRAM: Histogram}
 
 
 class MetricRegistry:
@@ -338,17 +343,17 @@ class MetricRegistry:
         self.drops = drops if drops is not None else DropReporter()
         self.drops.bind(self)
         self._lock = threading.Lock()
-        self._metrics: dict[str, _Metric] = {}
+        self._metrics: dict[str, _Metric[Any]] = {}
         self._exposed: dict[str, str] = {}
         self._on_first_use: Callable[[], None] | None = None
         self._started = False
         for spec in specs:
             self.register(_CLASSES[spec.kind]._from_spec(spec, self))
 
-    def __iter__(self) -> Iterator[_Metric]:
+    def __iter__(self) -> Iterator[_Metric[Any]]:
         return iter(list(self._metrics.values()))
 
-    def register(self, metric: _Metric) -> None:
+    def register(self, metric: _Metric[Any]) -> None:
         """Add a metric; a name (or the name it is exposed under) already taken raises ValueError."""
         if not isinstance(metric, _Metric):
             raise TypeError(f"register() takes a Counter, Gauge or Histogram, got {type(metric).__name__}")
@@ -368,7 +373,7 @@ class MetricRegistry:
             self._metrics = metrics  # copy-on-write: collections iterate without the lock
             self._exposed[exposed] = metric.name
 
-    def unregister(self, metric: _Metric) -> None:
+    def unregister(self, metric: _Metric[Any]) -> None:
         with self._lock:
             if self._metrics.get(metric.name) is metric:
                 metrics = dict(self._metrics)
@@ -376,14 +381,31 @@ class MetricRegistry:
                 self._metrics = metrics
                 self._exposed.pop(metric.spec.exposed_name, None)
 
-    def get(self, name: str) -> _Metric:
+    def get(self, name: str) -> _Metric[Any]:
         return self._metrics[name]
 
-    def find(self, name: str) -> _Metric | None:
+    def find(self, name: str) -> _Metric[Any] | None:
         return self._metrics.get(name)
 
-    def by_attr(self, attr: str) -> _Metric:
+    def by_attr(self, attr: str) -> _Metric[Any]:
         return self._metrics["tinywindow_" + attr]
+
+    # Typed lookups by Python name (a catalog entry's ``attr``), for code that needs the kind's methods.
+
+    def counter(self, attr: str) -> Counter:
+        return self._of_kind(attr, Counter)
+
+    def gauge(self, attr: str) -> Gauge:
+        return self._of_kind(attr, Gauge)
+
+    def histogram(self, attr: str) -> Histogram:
+        return self._of_kind(attr, Histogram)
+
+    def _of_kind(self, attr: str, kind: type[_M]) -> _M:
+        metric = self.by_attr(attr)
+        if not isinstance(metric, kind):
+            raise TypeError(f"{metric.name} is a {type(metric).__name__}, not a {kind.__name__}")
+        return metric
 
     def set_limits(self, limits: Mapping[str, int]) -> None:
         """Set series caps for several metrics at once, by name or Python name: all or none.

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from statistics import NormalDist
+from typing import TypeGuard
 
 # Below this many returns a VaR estimate is noise: the gauge is left unset.
 DEFAULT_VAR_MIN_SAMPLES = 30
@@ -161,7 +162,7 @@ class PortfolioState:
         return cls(**{**data, **floats, "returns": [float(r) for r in returns]})
 
 
-def is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> TypeGuard[float]:
     """A real number (not a bool) that is finite as a float; huge ints are not (they overflow)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
