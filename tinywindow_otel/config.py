@@ -219,7 +219,7 @@ class Settings:
             shutdown_timeout_millis=shutdown_timeout, runtime_metrics=runtime_metrics, sdk_disabled=sdk_disabled,
         )
 
-    def resource_attrs(self, forked: bool = False) -> dict[str, object]:
+    def resource_attrs(self, forked: bool = False) -> dict[str, str | int]:
         """The resource for this process: service name, user attributes, and who is reporting.
 
         ``service.instance.id`` is a UUID per process (the same for every
@@ -228,7 +228,7 @@ class Settings:
         an identity, so a collector keeps their series apart.
         """
         pid = os.getpid()
-        attrs: dict[str, object] = {**self.resource_attributes, "service.name": self.service_name,
+        attrs: dict[str, str | int] = {**self.resource_attributes, "service.name": self.service_name,
                                     "process.pid": pid}
         configured = self.resource_attributes.get("service.instance.id")
         if configured:

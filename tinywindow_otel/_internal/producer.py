@@ -80,6 +80,7 @@ class Producer:
                             low = high = 0.0
                         points.append(HistogramDataPoint(s.attributes, s.created_ns, now, count, total,
                                                          counts, bounds, low, high))
+            data: Sum | Gauge | Histogram
             if kind is Kind.COUNTER:
                 data = Sum(points, CUMULATIVE, True)
             elif kind is Kind.GAUGE:
@@ -143,7 +144,7 @@ class DeltaConverter:
             if isinstance(data, Sum) and data.is_monotonic:
                 points = []
                 for p in data.data_points:
-                    key = (metric.name, tuple(p.attributes.items()), p.start_time_unix_nano)
+                    key = (metric.name, tuple(p.attributes.items()), p.start_time_unix_nano)  # type: ignore[union-attr]
                     previous = last.get(key)
                     seen[key] = (p.value, p.time_unix_nano)
                     if previous is None:
@@ -153,23 +154,25 @@ class DeltaConverter:
                                                       p.value - previous[0]))
                 data = Sum(points, DELTA, True)
             elif isinstance(data, Histogram):
-                points = []
-                for p in data.data_points:
-                    key = (metric.name, tuple(p.attributes.items()), p.start_time_unix_nano)
+                hpoints: list[HistogramDataPoint] = []
+                for h in data.data_points:
+                    key = (metric.name, tuple(h.attributes.items()), h.start_time_unix_nano)  # type: ignore[union-attr]
                     previous = last.get(key)
-                    seen[key] = (p.bucket_counts, p.sum, p.count, p.time_unix_nano)
+                    seen[key] = (h.bucket_counts, h.sum, h.count, h.time_unix_nano)
                     if previous is None:
-                        points.append(p)
+                        hpoints.append(h)
                         continue
                     last_counts, last_sum, last_count, last_ns = previous
-                    counts = [c - q for c, q in zip(p.bucket_counts, last_counts)]
-                    count = p.count - last_count
-                    low, high = (None, None) if last_count else (p.min, p.max)
+                    counts = [c - q for c, q in zip(h.bucket_counts, last_counts)]
+                    count = h.count - last_count
+                    low, high = (None, None) if last_count else (h.min, h.max)
                     if not count:
                         low = high = 0.0
-                    points.append(HistogramDataPoint(p.attributes, last_ns, p.time_unix_nano, count,
-                                                     p.sum - last_sum, counts, p.explicit_bounds, low, high))
-                data = Histogram(points, DELTA)
+                    # min/max None: unknown for this interval, left unset (OTLP makes them optional).
+                    hpoints.append(HistogramDataPoint(h.attributes, last_ns, h.time_unix_nano, count,
+                                                      h.sum - last_sum, counts, h.explicit_bounds,
+                                                      low, high))  # type: ignore[arg-type]
+                data = Histogram(hpoints, DELTA)
             result.append(Metric(metric.name, metric.description, metric.unit, data))
         self._last = seen
         return result

@@ -119,7 +119,7 @@ class Renderer:
     """Renders metrics; keeps the headers of the families it has seen (series cache their own lines)."""
 
     def __init__(self) -> None:
-        self._headers: dict[tuple, tuple[str, str, str]] = {}
+        self._headers: dict[tuple, tuple[str, str, str, str]] = {}
 
     def render(self, metrics: list[Metric]) -> bytes:
         return b"".join(self.render_chunks(metrics))

@@ -36,7 +36,7 @@ class RuntimeMetrics:
                 if family.type == "counter":
                     points = [NumberDataPoint(dict(s.labels), _START_NS, now_ns, s.value)
                               for s in family.samples if s.name.endswith("_total")]
-                    data = Sum(points, AggregationTemporality.CUMULATIVE, True)
+                    data: Sum | Gauge = Sum(points, AggregationTemporality.CUMULATIVE, True)
                     name = family.name + "_total"
                 elif family.type in ("gauge", "info"):
                     points = [NumberDataPoint(dict(s.labels), _START_NS, now_ns, s.value) for s in family.samples]

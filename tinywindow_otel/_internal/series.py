@@ -34,13 +34,13 @@ def check_number(metric: str, value: object, what: str = "value") -> float:
     callers drop and count like any other infinity: that is data, not a bug.
     """
     if value.__class__ is float:  # the common case, without the ABC isinstance checks
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{metric}: {what} must be a real number, got {type(value).__name__} {value!r}")
     try:
         return float(value)
     except OverflowError:
-        return INF if value > 0 else -INF
+        return INF if value > 0 else -INF  # type: ignore[operator]  # the numbers.Real stub has no __gt__
 
 
 def drop_reason(value: float) -> str:
@@ -154,7 +154,7 @@ class GaugeSeries(Series):
         """Set to ``value``. NaN/inf are dropped (the previous value stays) and counted."""
         cls = value.__class__
         if not ((cls is float or cls is int) and -MAX <= value <= MAX):
-            value = self._number(value)
+            value = self._number(value)  # type: ignore[assignment]  # None: dropped, next line
             if value is None:
                 return
         lock = self._lock
@@ -212,7 +212,7 @@ class HistogramSeries(Series):
         """Record one observation. NaN/inf are dropped and counted."""
         cls = value.__class__
         if not ((cls is float or cls is int) and -MAX <= value <= MAX):
-            value = self._number(value)
+            value = self._number(value)  # type: ignore[assignment]  # None: dropped, next line
             if value is None:
                 return
         index = bisect_left(self._bounds, value)

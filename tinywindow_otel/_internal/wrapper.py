@@ -24,7 +24,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
+from typing import Any, Literal
 
 from .selfmetrics import default_drops as _drops
 
@@ -113,7 +113,7 @@ class Instrument:
         self._states.append(state)
         return state if self._probe.exposes_state and state is not _FAILED else None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         state = self._states.pop() if self._states else _FAILED
         _finish(self._probe, state, exc, None)
         return False  # never swallow the caller's exception
