@@ -8,6 +8,7 @@ import pytest
 
 from helpers import sample_value
 from tinywindow_otel import (
+    MetricRegistry,
     active_positions,
     api_latency_seconds,
     portfolio_value_usd,
@@ -112,3 +113,14 @@ def test_histogram_boundary_values_land_in_their_own_bucket(scrape_metrics):
     families = scrape_metrics()
     assert sample_value(families, "tinywindow_api_latency_seconds_bucket", service="claude", le="5.0") == 1
     assert sample_value(families, "tinywindow_api_latency_seconds_bucket", service="claude", le="10.0") == 2
+
+
+def test_typed_registry_lookups_return_the_metric_and_name_a_wrong_kind():
+    registry = MetricRegistry()
+    assert registry.counter("trades_total") is registry.by_attr("trades_total")
+    assert registry.gauge("win_rate") is registry.by_attr("win_rate")
+    assert registry.histogram("trade_pnl_usd") is registry.by_attr("trade_pnl_usd")
+    with pytest.raises(TypeError, match="tinywindow_trades_total is a Counter, not a Gauge"):
+        registry.gauge("trades_total")
+    with pytest.raises(KeyError):
+        registry.counter("no_such_metric")

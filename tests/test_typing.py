@@ -32,12 +32,15 @@ def test_mypy_sees_the_public_types(tmp_path):
     """A wrong call in user code is an error, so the annotations are really used (not Any)."""
     program = tmp_path / "wrong.py"
     program.write_text(
-        "from tinywindow_otel import MetricsServer, trade_pnl_usd\n"
+        "from tinywindow_otel import MetricsServer, trade_pnl_usd, trades_total\n"
+        "from tinywindow_otel.metrics import REGISTRY\n"
         "trade_pnl_usd.observe('a lot')\n"
         "MetricsServer(port='8000')\n"
         "trade_pnl_usd.no_such_method()\n"
+        "trades_total.labels('filled', 'BTC/USDT').observe(1.0)\n"  # labels() returns the kind's series
+        "REGISTRY.gauge('win_rate').observe(1.0)\n"  # the registry's typed lookups
     )
     result = mypy("--follow-imports=silent", str(program))
     assert result.returncode == 1, result.stdout + result.stderr
     errors = {line.split(":")[1] for line in result.stdout.splitlines() if ": error:" in line}
-    assert errors == {"2", "3", "4"}, result.stdout
+    assert errors == {"3", "4", "5", "6", "7"}, result.stdout
