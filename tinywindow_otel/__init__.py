@@ -76,11 +76,15 @@ STATE_METRIC_NAMES = (
 REGISTRY = _REGISTRY
 
 from .decorators import agent_decision, api_call, trade  # noqa: E402
+from .exchange import feed, instrument_ccxt, record_rate_limit  # noqa: E402
+from .llm import llm_call  # noqa: E402
+from .orders import order  # noqa: E402
 
 __all__ = [
     "Counter", "Gauge", "Histogram", "MetricRegistry", "REGISTRY", "MetricsServer", "MetricsServerError", "shutdown",
     "make_asgi_app", "make_wsgi_app",
     "agent_decision", "api_call", "trade",
+    "order", "feed", "record_rate_limit", "instrument_ccxt", "llm_call",
     "configure", "force_flush", "ConfigurationError", "MissingExtraError",
     *METRIC_NAMES, *STATE_METRIC_NAMES,
 ]

@@ -7,21 +7,10 @@
     ...     t.filled(pnl=150.0, amount_usd=1000.0)
 
 Every helper here, and ``Histogram.time()`` / ``Counter.count_exceptions()``
-on the facade, goes through ONE wrapper, :class:`Instrument`, so the hard
-cases are solved once (prometheus_client gets ``async def`` wrong, #535/#767):
-
-- ``def``: measured around the call; the return value is passed through.
-- ``async def``: the wrapper is itself ``async def`` (``inspect.iscoroutinefunction``
-  stays true) and measures the *awaited* time, not coroutine creation.
-- generators / async generators: the wrapper is a (async) generator, so the
-  call stays lazy; measurement starts at the first ``next()`` and ends when
-  the generator is exhausted, raises, or is closed. ``send``/``throw``/``close``
-  (``asend``/``athrow``/``aclose``) are forwarded.
-- exceptions are re-raised unchanged (same object, same traceback).
-  ``GeneratorExit`` is how a generator is closed, never an error.
-- a fault inside the telemetry (a probe raising) never reaches the caller:
-  it is counted in ``tinywindow_otel_dropped_measurements_total{reason="instrumentation_error"}``
-  and logged rarely.
+on the facade, goes through ONE wrapper (``_internal/wrapper.py``, which says
+how each kind of callable is measured): plain, ``async def``, generator and
+async generator functions keep their behaviour, exceptions pass unchanged,
+and a fault in the telemetry never reaches the caller.
 
 A context-manager object keeps its in-flight state on a stack, so nesting
 the same object works; share one object between threads or tasks only as a
