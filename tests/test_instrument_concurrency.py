@@ -1,4 +1,4 @@
-"""Decorators under concurrency and hostile labels (issue 8 for instrument.py)."""
+"""Decorators under concurrency and hostile labels."""
 
 from __future__ import annotations
 

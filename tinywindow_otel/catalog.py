@@ -48,7 +48,7 @@ class MetricSpec:
 
     @property
     def attr(self) -> str:
-        """The facade attribute name, as in the seed: the name without ``tinywindow_``.
+        """The facade attribute name, as documented: the name without ``tinywindow_``.
 
         A name from an OpenTelemetry semantic convention (``gen_ai.client.token.usage``)
         keeps its namespace, with dots as underscores (``gen_ai_client_token_usage``).

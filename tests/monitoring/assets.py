@@ -26,8 +26,8 @@ DASHBOARDS = ROOT / "dashboards"
 DASHBOARD_UIDS = ("tinywindow-trading", "tinywindow-risk", "tinywindow-system",
                   "tinywindow-execution", "tinywindow-agents")
 
-# The seed's alert table (seed/monitoring.md): name -> (severity, comparison, threshold).
-SEED_ALERTS = {
+# The documented alert table (tests/data/monitoring-interface.md): name -> (severity, comparison, threshold).
+CORE_ALERTS = {
     "DailyLossExceeded": ("critical", "<", -10.0),
     "DrawdownExceeded": ("critical", ">", 15.0),
     "HighAPIErrorRate": ("warning", ">", 0.1),
@@ -38,7 +38,7 @@ SEED_ALERTS = {
     "HighAPILatency": ("warning", ">", 5.0),
 }
 ENDPOINT_ALERTS = ("MetricsEndpointDown", "MetricsEndpointAbsent")
-# Beyond the seed: the pipeline watching itself, and trading health.
+# Beyond the documented alerts: the pipeline watching itself, and trading health.
 OPERATIONS_ALERTS = {
     "Watchdog": "none",
     "TradingStalled": "warning",
@@ -49,14 +49,14 @@ OPERATIONS_ALERTS = {
     "CollectorExportFailing": "warning",
     "APIErrorBudgetBurn": "warning",
 }
-# Seed alerts on events: their value is a count or a state, not a level worth printing.
+# Core alerts on events: their value is a count or a state, not a level worth printing.
 EVENT_ALERTS = ("CircuitBreakerTripped", "KillSwitchActivated", "LargePositionSize")
 RUNBOOK_DEFAULT_BASE = "https://github.com/tinywindow/tinywindow-otel/blob/main/docs/runbooks.md"
 
-# The seed's dashboard panels: uid -> [(title, allowed Grafana panel types)].
+# The documented dashboard panels: uid -> [(title, allowed Grafana panel types)].
 # The trading, risk and system dashboards (variables, annotations, linter rules, live data).
 CORE_DASHBOARDS = ("tinywindow-trading", "tinywindow-risk", "tinywindow-system")
-SEED_PANELS = {
+CORE_PANELS = {
     "tinywindow-trading": [
         ("Portfolio Value", {"timeseries"}), ("Daily P&L", {"stat"}), ("Win Rate", {"stat"}),
         ("Trade Volume by Symbol", {"barchart", "bargauge"}), ("Active Positions", {"stat"}),
@@ -239,4 +239,4 @@ def catalog_samples_used(exprs) -> set[str]:
     return {ref.spec.name for expr in exprs for ref in references(expr) if ref.spec is not None}
 
 
-SEED_METRICS = {spec.name for spec in CATALOG}
+CORE_METRICS = {spec.name for spec in CATALOG}

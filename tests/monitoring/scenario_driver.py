@@ -1,7 +1,7 @@
 """A scenario driver for the live stack test, using only the public API.
 
 Prints {"port": N} once /metrics is served, then records a calm trading
-workload until it reads "breach" on stdin; from then on every seed alert's
+workload until it reads "breach" on stdin; from then on every core alert's
 condition holds. ``--retrip``: the process was just restarted and its circuit
 breaker (reason volatility) tripped again at once, before the first scrape.
 Run as a subprocess: python scenario_driver.py [--retrip]

@@ -1,4 +1,4 @@
-"""The alert rules: what the seed asks for, proven by promtool, consistent with the catalog and runbooks."""
+"""The alert rules: what the interface documents, proven by promtool, consistent with the catalog and runbooks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import yaml
 
 from monitoring.assets import (
     ENDPOINT_ALERTS, EVENT_ALERTS, EXECUTION_RULES, OPERATIONS_ALERTS, ROOT, RULE_TESTS, RULES, RUNBOOK_DEFAULT_BASE, RUNBOOKS,
-    SEED_ALERTS, alerts_by_name, check_expression, le_regex_bounds, le_spellings, load_rules, references, run_tool,
+    CORE_ALERTS, alerts_by_name, check_expression, le_regex_bounds, le_spellings, load_rules, references, run_tool,
 )
 from tinywindow_otel.catalog import BY_NAME
 
@@ -160,8 +160,8 @@ def test_promtool_tests_catch_a_weakened_rule(mutation, tmp_path):
 
 def test_seed_alerts_names_severities_and_thresholds():
     alerts = alerts_by_name()
-    assert set(alerts) == set(SEED_ALERTS) | set(ENDPOINT_ALERTS) | set(OPERATIONS_ALERTS)
-    for name, (severity, op, threshold) in SEED_ALERTS.items():
+    assert set(alerts) == set(CORE_ALERTS) | set(ENDPOINT_ALERTS) | set(OPERATIONS_ALERTS)
+    for name, (severity, op, threshold) in CORE_ALERTS.items():
         rule = alerts[name]
         assert rule["labels"] == {"severity": severity}, name
         match = COMPARISON_AT_END.search(rule["expr"].strip())
@@ -201,7 +201,7 @@ def test_every_alert_has_explicit_for_and_annotations():
         assert "{{" not in annotations["summary"], f"{name}: summary should be static"
         if name not in ("MetricsEndpointAbsent", "Watchdog"):  # absent() and vector(1) carry no labels
             assert "$labels." in annotations["description"], name
-        if name in SEED_ALERTS and name not in EVENT_ALERTS:
+        if name in CORE_ALERTS and name not in EVENT_ALERTS:
             assert "$value" in annotations["description"], name
 
 

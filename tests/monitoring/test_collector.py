@@ -9,7 +9,7 @@ import urllib.request
 import yaml
 
 from helpers import free_port, sample_value, scrape, wait_until
-from monitoring.assets import ROOT
+from monitoring.assets import ROOT, alerts_by_name
 from monitoring.deploy import Collector, Processes, Workload, otlp_env
 
 CONFIG = ROOT / "collector" / "otelcol.yaml"
@@ -121,3 +121,10 @@ def test_a_failing_remote_write_shows_in_its_own_metrics(otelcol, tmp_path):
         assert sample_value(families, "otelcol_exporter_sent_metric_points_total", exporter="prometheus") > 0
         assert not sample_value(families, "otelcol_exporter_sent_metric_points_total", **remote)  # sent nothing
         assert collector.process.poll() is None
+        # CollectorExportFailing reads exactly these names (the sent counter by a regex that also
+        # accepts the name without _total), per exporter.
+        expr = alerts_by_name()["CollectorExportFailing"]["expr"]
+        assert "min_over_time(otelcol_exporter_queue_size[" in expr
+        sent = re.search(r'__name__=~"(otelcol_exporter_sent_metric_points[^"]*)"', expr)
+        assert sent and re.fullmatch(sent.group(1), "otelcol_exporter_sent_metric_points_total")
+        assert "by (job, instance, exporter)" in expr

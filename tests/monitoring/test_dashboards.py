@@ -1,4 +1,4 @@
-"""Grafana dashboards and provisioning: structure (Grafana is not installable here), seed panels, catalog use."""
+"""Grafana dashboards and provisioning: structure (Grafana is not installable here), documented panels, catalog use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from monitoring.assets import (
-    DASHBOARD_UIDS, DASHBOARDS, ROOT, SEED_METRICS, SEED_PANELS, alerts_by_name, catalog_samples_used,
+    DASHBOARD_UIDS, DASHBOARDS, ROOT, CORE_METRICS, CORE_PANELS, alerts_by_name, catalog_samples_used,
     check_expression, le_value, load_dashboards, panel_targets, references,
 )
 from tinywindow_otel.catalog import BY_NAME, SELF_METRICS
@@ -52,7 +52,7 @@ SCHEMA = {
     },
 }
 
-# Units a trading team reads at a glance, per seed panel.
+# Units a trading team reads at a glance, per documented panel.
 UNITS = {
     "Portfolio Value": "currencyUSD", "Daily P&L": "percent", "Win Rate": "percent",
     "Trade Volume by Symbol": "currencyUSD", "Unrealized P&L": "currencyUSD", "Current Drawdown": "percent",
@@ -94,11 +94,11 @@ def test_file_names_are_the_uids(dashboards):
 
 
 @pytest.mark.parametrize("uid", DASHBOARD_UIDS)
-def test_seed_panel_titles_and_types(uid, dashboards):
+def test_documented_panel_titles_and_types(uid, dashboards):
     panels = {p["title"]: p["type"] for p in dashboards[uid]["panels"]}
-    for title, types in SEED_PANELS[uid]:
-        assert title in panels, f"{uid}: missing seed panel {title!r}"
-        assert panels[title] in types, f"{uid}: {title!r} is {panels[title]}, seed wants {types}"
+    for title, types in CORE_PANELS[uid]:
+        assert title in panels, f"{uid}: missing documented panel {title!r}"
+        assert panels[title] in types, f"{uid}: {title!r} is {panels[title]}, documented as {types}"
 
 
 @pytest.mark.parametrize("uid", DASHBOARD_UIDS)
@@ -243,7 +243,7 @@ def test_every_query_uses_catalog_names_and_labels(dashboards):
 
 def test_every_catalog_metric_is_on_some_panel(dashboards):
     used = catalog_samples_used(t["expr"] for d in dashboards.values() for _, t in panel_targets(d))
-    assert SEED_METRICS <= used, f"no panel shows {sorted(SEED_METRICS - used)}"
+    assert CORE_METRICS <= used, f"no panel shows {sorted(CORE_METRICS - used)}"
     assert {spec.name for spec in SELF_METRICS} <= used
 
 

@@ -1,4 +1,4 @@
-"""`demo --scenario breach|calm`: each seed alert's condition, read from real scrapes, goes over its threshold and back.
+"""`demo --scenario breach|calm`: each core alert's condition, read from real scrapes, goes over its threshold and back.
 
 The phases are driven with the scenario's own clock (elapsed seconds), five
 ticks per second as in `tinywindow-otel stack`; the 5-minute ratios are

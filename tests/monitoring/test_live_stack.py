@@ -2,7 +2,7 @@
 
 Rules are the repository's, with every non-zero `for:`/`keep_firing_for:`
 shortened to 2s in a temporary copy (windows and thresholds untouched) and
-Alertmanager's group waits shortened. Every seed alert must reach
+Alertmanager's group waits shortened. Every core alert must reach
 Alertmanager; the proxy fails one scrape (HTTP 500) while counters that
 existed from the first scrape are on /metrics, and again while the alerts
 fire; then the driver restarts (new process, scrapes failing meanwhile) with
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from helpers import fetch, require_tool, wait_until
-from monitoring.assets import CORE_DASHBOARDS, ROOT, SEED_ALERTS, load_dashboards, panel_targets
+from monitoring.assets import CORE_DASHBOARDS, ROOT, CORE_ALERTS, load_dashboards, panel_targets
 from monitoring.scrape_proxy import ScrapeProxy
 from tinywindow_otel.cli.stack import LocalStack
 
@@ -114,7 +114,7 @@ def fail_one_scrape(stack: LocalStack, proxy: ScrapeProxy) -> None:
                what="the next scrape succeeding")
 
 
-def test_every_seed_alert_reaches_alertmanager_through_failed_scrapes_and_a_restart(driver, proxy, toolchain):  # both versions
+def test_every_core_alert_reaches_alertmanager_through_failed_scrapes_and_a_restart(driver, proxy, toolchain):  # both versions
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
     started = time.monotonic()
@@ -136,18 +136,18 @@ def test_every_seed_alert_reaches_alertmanager_through_failed_scrapes_and_a_rest
         driver.send("breach")
         breached = time.monotonic()
 
-        def all_seed_alerts():
+        def all_core_alerts():
             alerts = am_alerts(stack)
-            return alerts if set(SEED_ALERTS) <= {a["labels"]["alertname"] for a in alerts} else None
+            return alerts if set(CORE_ALERTS) <= {a["labels"]["alertname"] for a in alerts} else None
 
-        alerts = wait_until(all_seed_alerts, timeout=60, interval=0.25, what="all seed alerts in Alertmanager")
+        alerts = wait_until(all_core_alerts, timeout=60, interval=0.25, what="all core alerts in Alertmanager")
         time_to_alerts = time.monotonic() - breached
         by_name: dict[str, list[dict]] = {}
         for alert in alerts:
             by_name.setdefault(alert["labels"]["alertname"], []).append(alert)
 
         instance = proxy.target
-        for name, (severity, _, _) in SEED_ALERTS.items():
+        for name, (severity, _, _) in CORE_ALERTS.items():
             for alert in by_name[name]:
                 assert alert["labels"]["severity"] == severity
                 assert alert["annotations"]["runbook_url"].endswith("docs/runbooks.md#" + name.lower())
@@ -175,7 +175,7 @@ def test_every_seed_alert_reaches_alertmanager_through_failed_scrapes_and_a_rest
 
         # A failed scrape while everything fires: nothing resolves.
         fail_one_scrape(stack, proxy)
-        assert set(SEED_ALERTS) <= {a["labels"]["alertname"] for a in am_alerts(stack)}
+        assert set(CORE_ALERTS) <= {a["labels"]["alertname"] for a in am_alerts(stack)}
         assert set(rule_health(stack).values()) == {"ok"}
 
         # Every panel of the trading, risk and system dashboards returns data from this Prometheus.
@@ -220,5 +220,5 @@ def test_every_seed_alert_reaches_alertmanager_through_failed_scrapes_and_a_rest
                    timeout=30, interval=0.25, what="MetricsEndpointDown in Alertmanager")
 
     elapsed = time.monotonic() - started
-    print(f"live stack: all seed alerts in Alertmanager {time_to_alerts:.1f}s after the breach; total {elapsed:.1f}s")
+    print(f"live stack: all core alerts in Alertmanager {time_to_alerts:.1f}s after the breach; total {elapsed:.1f}s")
     assert elapsed < BUDGET_SECONDS

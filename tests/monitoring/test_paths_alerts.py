@@ -1,4 +1,4 @@
-"""Every seed alert fires on the push paths too: collector exporter, collector remote write, native OTLP.
+"""Every core alert fires on the push paths too: collector exporter, collector remote write, native OTLP.
 
 The live stack test proves the scrape path; here the same scenario driver
 pushes OTLP, and Prometheus 3 evaluates the repository's rules (non-zero
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import wait_until
-from monitoring.assets import RULES, SEED_ALERTS
+from monitoring.assets import RULES, CORE_ALERTS
 from monitoring.deploy import Collector, Processes, Prometheus, Workload, otlp_env, prometheus_config
 from tinywindow_otel.cli.stack import shorten_for
 
@@ -25,7 +25,7 @@ def firing(prometheus: Prometheus) -> set[str]:
 # Pushed instances have no `up` and no process_start_time_seconds (nothing scrapes
 # them); their liveness series is target_info. Rules that find "a brand-new series
 # already > 0" through `up` alone miss pushed instances (docs/deployment.md).
-def test_every_seed_alert_fires_on_every_push_path(tmp_path, prometheus3, otelcol):
+def test_every_core_alert_fires_on_every_push_path(tmp_path, prometheus3, otelcol):
     rules = {"alerts/" + RULES.name: shorten_for(RULES.read_text(), "2s")}
     with Processes(tmp_path) as procs:
         def server(name, *flags, scrape=None, otlp=False):
@@ -47,7 +47,7 @@ def test_every_seed_alert_fires_on_every_push_path(tmp_path, prometheus3, otelco
         # Calm first: several pushes, nothing firing.
         wait_until(lambda: all(p.query('count_over_time(tinywindow_portfolio_value_usd[1m]) >= 4')
                                for p in paths.values()), timeout=30, interval=0.25, what="four pushes on every path")
-        calm = {name: firing(p) & set(SEED_ALERTS) for name, p in paths.items()}
+        calm = {name: firing(p) & set(CORE_ALERTS) for name, p in paths.items()}
         assert calm == {name: set() for name in paths}, calm
         # Pushed data has no up{job="tinywindow"}: its target_info proves the app is there.
         absent = {name: "MetricsEndpointAbsent" in firing(p) for name, p in paths.items()}
@@ -59,9 +59,9 @@ def test_every_seed_alert_fires_on_every_push_path(tmp_path, prometheus3, otelco
 
         def all_fire():
             for name, prometheus in paths.items():
-                missing[name] = set(SEED_ALERTS) - firing(prometheus)
+                missing[name] = set(CORE_ALERTS) - firing(prometheus)
             return not any(missing.values())
         try:
-            wait_until(all_fire, timeout=40, interval=0.5, what="every seed alert on every push path")
+            wait_until(all_fire, timeout=40, interval=0.5, what="every core alert on every push path")
         except AssertionError:
-            raise AssertionError(f"seed alerts not firing: {missing}") from None
+            raise AssertionError(f"core alerts not firing: {missing}") from None

@@ -82,7 +82,7 @@ def test_scrape_collector_remote_write_and_native_otlp_store_the_same_series(tmp
             {"job_name": "otel-collector-exporter", "honor_labels": True,
              "static_configs": [{"targets": [collector.prometheus_target]}]}]))
 
-        # Every family the workload records (the seed's 18) on the reference path first.
+        # Every family the workload records (the core 18) on the reference path first.
         recorded = set()
         for spec in (BY_NAME["tinywindow_" + attribute] for attribute in tinywindow_otel.METRIC_NAMES):
             if spec.kind is Kind.HISTOGRAM:
