@@ -7,6 +7,7 @@ import shutil
 import socket
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -92,3 +93,35 @@ def require_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def fork_child(child: Callable[[], object]) -> int:
+    """os.fork(); the child runs ``child()`` and exits 0, or 3 if it raised (never returns into pytest)."""
+    with warnings.catch_warnings():  # 3.12+ warns that forking a threaded process may deadlock: that is the test
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child()
+            code = 0
+        except BaseException:  # noqa: BLE001 - report through the exit code, never return into pytest
+            code = 3
+        finally:
+            os._exit(code)
+    return pid
+
+
+def reap_child(pid: int, timeout: float) -> int | None:
+    """Exit code of the child, or None (child killed) if it did not exit within ``timeout``."""
+    def reaped():
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return status + 1 if done else None  # +1: a 0 status must count as done
+
+    try:
+        status = wait_until(reaped, timeout=timeout, interval=0.01, what="the forked child to exit") - 1
+    except AssertionError:
+        os.kill(pid, 9)  # a stuck child must not outlive the test (it holds pytest's pipes)
+        os.waitpid(pid, 0)
+        return None
+    return os.waitstatus_to_exitcode(status)

@@ -7,10 +7,9 @@ import json
 import os
 import threading
 import time
-import warnings
 
 import pytest
-from helpers import wait_until
+from helpers import fork_child, reap_child
 
 from tinywindow_otel import win_rate
 from tinywindow_otel.exporters import (
@@ -34,37 +33,6 @@ def _record_everything(i: int) -> None:
     risk_exporter.set_var_95(100.0)
 
 
-def _fork(child) -> int:
-    with warnings.catch_warnings():  # 3.12+ warns that forking a threaded process may deadlock: that is the test
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            child()
-            code = 0
-        except BaseException:  # noqa: BLE001 - report through the exit code, never return into pytest
-            code = 3
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _reap(pid: int, timeout: float) -> int | None:
-    """Exit code of the child, or None (child killed) if it did not exit within ``timeout``."""
-    def reaped():
-        done, status = os.waitpid(pid, os.WNOHANG)
-        return status + 1 if done else None  # +1: a 0 status must count as done
-
-    try:
-        status = wait_until(reaped, timeout=timeout, interval=0.01, what="the forked child to exit") - 1
-    except AssertionError:
-        os.kill(pid, 9)  # a stuck child must not outlive the test (it holds pytest's pipes)
-        os.waitpid(pid, 0)
-        return None
-    return os.waitstatus_to_exitcode(status)
-
-
 def test_fork_while_other_threads_record_never_hangs_the_child():
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -85,8 +53,8 @@ def test_fork_while_other_threads_record_never_hangs_the_child():
     try:
         for n in range(FORKS):
             time.sleep(0.002 * (n % 5))  # fork at different points of the other threads' calls
-            pid = _fork(lambda: [_record_everything(k) for k in range(3)])
-            code = _reap(pid, CHILD_TIMEOUT_S)
+            pid = fork_child(lambda: [_record_everything(k) for k in range(3)])
+            code = reap_child(pid, CHILD_TIMEOUT_S)
             if code is None:
                 hung += 1
                 break  # one hang is enough: each costs CHILD_TIMEOUT_S
@@ -118,9 +86,9 @@ def test_forked_child_starts_without_the_parents_derived_state():
         os.write(write_end, json.dumps(report).encode())
         os.close(write_end)
 
-    pid = _fork(child)
+    pid = fork_child(child)
     os.close(write_end)
-    code = _reap(pid, CHILD_TIMEOUT_S)
+    code = reap_child(pid, CHILD_TIMEOUT_S)
     with os.fdopen(read_end, "rb") as pipe:
         report = json.loads(pipe.read() or b"null")
     assert code == 0 and report is not None

@@ -29,15 +29,14 @@ outcome recorded twice, the last ``max_linked`` linked ids are remembered
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
-import weakref
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from itertools import count
 from typing import Any, NamedTuple
 
+from ._internal.forksafe import reset_after_fork
 from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
 from .metrics import REGISTRY, MetricRegistry
@@ -69,19 +68,6 @@ class DecisionId(NamedTuple):
 
 _new_id = tuple.__new__
 
-# Every tracker alive: a forked child gets fresh locks (a parent thread may hold one at fork time).
-_TRACKERS: weakref.WeakSet = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for tracker in list(_TRACKERS):
-        tracker.after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def confidence_bucket(confidence: float) -> str:
     """The decile label of a confidence in [0, 1]: 0.83 -> ``"0.8-0.9"``, 1.0 -> ``"0.9-1.0"``."""
     return CONFIDENCE_BUCKETS[min(9, int(confidence * 10))]
@@ -108,7 +94,7 @@ class CalibrationTracker:
         self._lock = threading.Lock()
         self._linked: OrderedDict[tuple[str, float, int], None] = OrderedDict()
         self._errors: dict[str, deque[float]] = {}
-        _TRACKERS.add(self)
+        reset_after_fork(self)
 
     def __len__(self) -> int:
         """Linked ids remembered to catch duplicates (never more than ``max_linked``)."""

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import re
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from time import monotonic, perf_counter
 from typing import Any
 
+from ._internal.forksafe import reset_after_fork
 from ._internal.selfmetrics import default_drops as _drops
 from .metrics import REGISTRY, GaugeSeries, MetricRegistry
 from .orders import Order
@@ -221,18 +220,6 @@ _ORDER_READERS = ("fetch_order", "fetch_orders", "fetch_open_orders", "fetch_clo
 MAX_TRACKED_ORDERS = 10_000
 
 
-_TRACKERS: weakref.WeakSet = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for tracker in list(_TRACKERS):  # a parent thread may have held the lock at fork time
-        tracker.lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 class _CcxtTracker:
     """What one instrumented exchange shares between its wrapped methods."""
 
@@ -244,7 +231,7 @@ class _CcxtTracker:
         self.registry = registry
         self.open: OrderedDict[str, Order] = OrderedDict()
         self.lock = threading.Lock()
-        _TRACKERS.add(self)
+        reset_after_fork(self)
         self.requests = registry.get("tinywindow_api_requests_total")
         self.latency = registry.get("tinywindow_api_latency_seconds")
         self.errors = registry.get("tinywindow_api_errors_total")
@@ -253,6 +240,9 @@ class _CcxtTracker:
 
     # -- around every call ---------------------------------------------------------
 
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()  # a parent thread may have held it at fork time
     def after(self, started: float, exc: BaseException | None) -> None:
         venue = self.venue
         self.requests.labels(venue).inc()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 import weakref
@@ -25,10 +24,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ._internal.forksafe import reset_after_fork
+from ._internal.selfmetrics import OVERFLOW_LABEL_VALUE
 from ._internal.selfmetrics import default_drops as _drops
+from ._internal.series import GaugeSeries
 from ._internal.series import check_number as _check_number
 from .calibration import CalibrationTracker, DecisionId
-from .metrics import REGISTRY, MetricRegistry
+from .metrics import REGISTRY, Gauge, MetricRegistry
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
                    PortfolioState, PortfolioTracker, is_finite_number, leverage_ratio, win_rate_pct)
 
@@ -48,31 +50,14 @@ TRADE_STATUSES = ("filled", "partially_filled", "rejected", "cancelled", "failed
 
 STATE_VERSION = 2
 
-# Every recorder alive, so a forked child can reset their locks and derived state.
-_RECORDERS: weakref.WeakSet = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    # Runs in the child before any other code: only plain attribute resets, no
-    # metric calls (their locks may still be held by a parent thread here).
-    global _PORTFOLIO_GAUGES_LOCK
-    _PORTFOLIO_GAUGES_LOCK = threading.Lock()
-    for recorder in list(_RECORDERS):
-        recorder._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 class _Recorder:
-    """Owns one lock; registered for the at-fork reset."""
+    """Owns one lock; a forked child gets a fresh one and none of the derived state (``_internal/forksafe.py``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        _RECORDERS.add(self)
+        reset_after_fork(self)
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._forget()
 
@@ -323,16 +308,26 @@ class _PortfolioGauges(_Recorder):
         self.snapshot = {}
 
 
-_PORTFOLIO_GAUGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_PORTFOLIO_GAUGES_LOCK = threading.Lock()
+class _GaugesByRegistry:
+    """One ``_PortfolioGauges`` per registry, shared by every portfolio and risk recorder on it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_registry: weakref.WeakKeyDictionary[MetricRegistry, _PortfolioGauges] = weakref.WeakKeyDictionary()
+        reset_after_fork(self)
+
+    def of(self, registry: MetricRegistry) -> _PortfolioGauges:
+        with self._lock:
+            gauges = self._by_registry.get(registry)
+            if gauges is None:
+                gauges = self._by_registry[registry] = _PortfolioGauges(registry)
+            return gauges
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
 
-def _portfolio_gauges(registry: MetricRegistry) -> _PortfolioGauges:
-    with _PORTFOLIO_GAUGES_LOCK:
-        gauges = _PORTFOLIO_GAUGES.get(registry)
-        if gauges is None:
-            gauges = _PORTFOLIO_GAUGES[registry] = _PortfolioGauges(registry)
-        return gauges
+_portfolio_gauges = _GaugesByRegistry().of
 
 
 class PortfolioExporter(_Recorder):
@@ -650,10 +645,6 @@ class AgentExporter(_Recorder):
 
     def _forget(self) -> None:
         self.last_decision_times = {}
-
-    def _after_fork_in_child(self) -> None:
-        super()._after_fork_in_child()
-        self.calibration.after_fork_in_child()
 
     def export_state(self) -> dict:
         """Last decision time per agent (JSON-serialisable)."""

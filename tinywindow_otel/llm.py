@@ -31,14 +31,13 @@ tokens but no cost, counted as dropped with reason ``no_price``.
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from ._internal.forksafe import reset_after_fork
 from .decorators import Instrument, _is_error, _Probe
 from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
@@ -90,18 +89,6 @@ DEFAULT_PRICES: dict[tuple[str, str], Price] = {
 }
 
 
-_TABLES: weakref.WeakSet = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for table in list(_TABLES):  # a parent thread may have held the lock at fork time
-        table._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 class PriceTable:
     """(provider, model) -> :class:`Price`. A model matches its longest priced prefix.
 
@@ -113,10 +100,13 @@ class PriceTable:
         self._lock = threading.Lock()
         self._table: dict[tuple[str, str], Price] = {}
         self._resolved: dict[tuple[str, str], Price | None] = {}
-        _TABLES.add(self)
+        reset_after_fork(self)
         for (provider, model), price in (DEFAULT_PRICES if table is None else table).items():
             self.set(provider, model, price)
 
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent thread may have held it at fork time
     def set(self, provider: str, model: str, price: Price | None = None, *, input: float | None = None,
             output: float | None = None, cache_read: float | None = None,
             cache_write: float | None = None) -> None:

@@ -16,13 +16,13 @@ declare, with the same validation, series caps and self-metrics.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 from ._internal import labels as _labels
+from ._internal.forksafe import reset_after_fork
 from ._internal.labels import MAX_LABEL_VALUE_LENGTH, RESERVED_REPLACEMENT
 from ._internal.selfmetrics import OVERFLOW_LABEL_VALUE, DropReporter, default_drops
 from ._internal.series import Attributes, CounterSeries, GaugeSeries, HistogramSeries, Series, check_number
@@ -343,6 +343,8 @@ class MetricRegistry:
         self.drops = drops if drops is not None else DropReporter()
         self.drops.bind(self)
         self._lock = threading.Lock()
+        # Every registry, the process-wide one and any a caller made, becomes a child's at fork.
+        reset_after_fork(self)
         self._metrics: dict[str, _Metric[Any]] = {}
         self._exposed: dict[str, str] = {}
         self._on_first_use: Callable[[], None] | None = None
@@ -445,8 +447,3 @@ class MetricRegistry:
 
 
 REGISTRY = MetricRegistry(drops=default_drops)
-
-if hasattr(os, "register_at_fork"):
-    # The registry itself knows how to become a child's: registered at import,
-    # before any pipeline, so its locks are fresh when the pipeline is rebuilt.
-    os.register_at_fork(after_in_child=REGISTRY.after_fork_in_child)

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import Any, Literal
 
+from ._internal.forksafe import reset_after_fork
 from .decorators import Instrument, _is_error, _Probe
 from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
@@ -113,7 +114,7 @@ class Order:
     """
 
     __slots__ = ("venue", "side", "quantity", "reference_price", "status", "reason", "filled_quantity",
-                 "_notional", "_t0", "_acked", "_cancel_at", "_last_fill", "_lock", "_m")
+                 "_notional", "_t0", "_acked", "_cancel_at", "_last_fill", "_lock", "_m", "__weakref__")
 
     def __init__(self, venue: str, side: str, quantity: float, reference_price: float | None = None, *,
                  registry: MetricRegistry | None = None) -> None:
@@ -134,7 +135,12 @@ class Order:
         self._last_fill: float | None = None
         self._lock = threading.Lock()
         self._m = m
+        # Open orders can outlive a fork (held by the caller or the ccxt adapter).
+        reset_after_fork(self)
 
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent thread may have held it at fork time
     def __repr__(self) -> str:
         return (f"<Order {self.venue} {self.side} {self.filled_quantity:g}/{self.quantity:g} "
                 f"{self.status or ('open' if self._t0 is not None else 'new')}>")

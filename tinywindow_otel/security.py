@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._internal.forksafe import reset_after_fork
+
 ENV_TLS_CERT = "TINYWINDOW_OTEL_TLS_CERT_FILE"
 ENV_TLS_KEY = "TINYWINDOW_OTEL_TLS_KEY_FILE"
 ENV_TLS_CLIENT_CA = "TINYWINDOW_OTEL_TLS_CLIENT_CA_FILE"
@@ -130,7 +132,11 @@ class BasicAuth:
         # One expensive derivation at a time: a flood of wrong passwords costs
         # one core at most, and never delays a scrape with the remembered header.
         self._slow_path = threading.Lock()
+        reset_after_fork(self)
 
+
+    def after_fork_in_child(self) -> None:
+        self._slow_path = threading.Lock()  # a parent thread may have been deriving a hash at fork time
     def __repr__(self) -> str:
         return f"BasicAuth(username={self.username!r}, password_hash=<hidden>)"
 

@@ -2,6 +2,8 @@
 
 Dependencies flow one way, top to bottom (a test checks there are no cycles):
 
+- ``forksafe``: what a forked child gets fresh (locks) or forgets (derived
+  state), for every object of the package that owns a lock.
 - ``selfmetrics``: the drop reporter each registry owns (what the SDK drops,
   folds or rewrites instead of raising), logged rarely.
 - ``series``: one labelled series per kind, its lock and the number checks.

@@ -45,6 +45,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from ..catalog import BUILD_INFO
 from ..config import Settings, build_otlp_exporter, check_available, preferred_temporality
 from ..metrics import REGISTRY, MetricRegistry
+from .forksafe import reset_after_fork
 from .producer import DeltaConverter, Producer
 from .producer import metrics_data as combine
 from .render import CONTENT_TYPE, Renderer
@@ -59,13 +60,7 @@ except importlib.metadata.PackageNotFoundError:  # run from a source tree that i
     __version__ = "0+unknown"
 
 
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_resume = False
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
+class _CyclicGCPause:
     """No cyclic garbage collection while a scrape builds its body.
 
     A scrape of 10k histogram series allocates ~70k short-lived containers,
@@ -73,20 +68,41 @@ def _cyclic_gc_paused() -> Iterator[None]:
     survive the young collections they trigger and fill the old generation,
     whose full collections then stopped every thread for tens of ms. The
     collector is left alone if the application turned it off itself.
+    Scrapes on several threads share one pause (a count of pausers).
     """
-    global _gc_pausers, _gc_resume
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_resume = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_resume:
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pausers = 0
+        self._resume = False
+        reset_after_fork(self)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._lock:
+            if self._pausers == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._pausers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pausers -= 1
+                if self._pausers == 0 and self._resume:
+                    gc.enable()
+
+    def after_fork_in_child(self) -> None:
+        # Forked in the middle of a scrape: that scrape is the parent's and never
+        # ends here, so the child would run without cyclic GC for good.
+        self._lock = threading.Lock()
+        if self._pausers:
+            self._pausers = 0
+            if self._resume:
                 gc.enable()
+
+
+_cyclic_gc_paused = _CyclicGCPause().paused
 
 
 class MetricsDisabledError(RuntimeError):

@@ -1,0 +1,170 @@
+"""A real os.fork() while other threads work through every lock-owning object of the SDK: orders,
+the ccxt adapter, feeds, LLM calls, calibration, basic auth, scrapes. The child never hangs, keeps
+its cyclic GC, and any registry (not only the process-wide one) starts the child at zero."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import os
+import threading
+import time
+
+import pytest
+from helpers import fork_child, reap_child
+
+import tinywindow_otel as tw
+from tinywindow_otel import Counter, MetricsServer
+from tinywindow_otel.exchange import feed, instrument_ccxt
+from tinywindow_otel.exporters import agent_exporter
+from tinywindow_otel.llm import llm_call
+from tinywindow_otel.metrics import MetricRegistry
+from tinywindow_otel.orders import Order
+from tinywindow_otel.security import BasicAuth, hash_password
+from tinywindow_otel.testing import reset
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+FORKS = 25
+CHILD_TIMEOUT_S = 10.0
+
+
+@pytest.fixture(autouse=True)
+def clean():
+    yield
+    reset()
+
+
+class RestingExchange:
+    """ccxt's method shapes; every order rests open, so the adapter keeps following it."""
+
+    id = "restx"
+
+    def __init__(self) -> None:
+        self.last_response_headers = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "90"}
+        self.orders: dict[str, dict] = {}
+
+    def create_order(self, symbol, type, side, amount, price=None, params={}):  # noqa: A002,B006 - ccxt's shape
+        order = {"id": str(len(self.orders) + 1), "symbol": symbol, "type": type, "side": side, "amount": amount,
+                 "price": price, "filled": 0.0, "average": None, "status": "open"}
+        self.orders[order["id"]] = order
+        return dict(order)
+
+    def fetch_order(self, id, symbol=None, params={}):  # noqa: A002,B006
+        return dict(self.orders[id])
+
+
+class Usage:
+    input_tokens = 100
+    output_tokens = 20
+
+
+class Reply:
+    usage = Usage()
+
+
+def _fork_repeatedly_while(work, in_child) -> tuple[int, int]:
+    """Fork FORKS times while two threads run ``work(i)``; (hung children, failed children)."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def hammer(offset: int) -> None:
+        i = offset
+        try:
+            while not stop.is_set():
+                work(i)
+                i += 2
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    hung = failed = 0
+    try:
+        for n in range(FORKS):
+            time.sleep(0.002 * (n % 5))  # fork at different points of the other threads' calls
+            code = reap_child(fork_child(in_child), CHILD_TIMEOUT_S)
+            if code is None:
+                hung += 1
+                break  # one hang is enough: each costs CHILD_TIMEOUT_S
+            failed += code != 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert not errors, errors
+    return hung, failed
+
+
+def test_fork_while_threads_use_orders_feeds_llm_calls_and_auth_never_hangs_the_child():
+    resting = Order("binance", "buy", 1e9, reference_price=100.0).submit()  # never fills: stays open
+    exchange = instrument_ccxt(RestingExchange(), venue="restx")
+    followed = exchange.create_order("BTC/USDT", "limit", "buy", 1.0, 100.0)["id"]
+    ticks = feed("binance", "trades")
+    auth = BasicAuth("prometheus", hash_password("s3cret", iterations=10_000))
+    wrong = "Basic " + base64.b64encode(b"prometheus:wrong").decode()
+
+    def work(i: int) -> None:
+        resting.filled(1e-6, 100.0 + i % 3)
+        exchange.fetch_order(followed, "BTC/USDT")
+        ticks.message()
+        with llm_call("anthropic", "claude-sonnet-4") as call:
+            call.record(Reply())
+        agent_exporter.record_outcome(agent_exporter.record_decision("analyst", "buy", 0.6), 1.0)
+        auth.check(wrong)  # the slow path: a derivation under its lock
+
+    def child() -> None:
+        work(0)
+        work(1)
+        with Order("binance", "sell", 1.0) as fresh:
+            fresh.filled(1.0, 99.0)
+
+    hung, failed = _fork_repeatedly_while(work, child)
+    assert hung == 0, "a forked child hung on a lock held by a parent thread at fork time"
+    assert failed == 0, f"{failed} of {FORKS} children raised"
+
+
+def test_a_child_forked_during_a_scrape_keeps_its_cyclic_gc():
+    assert gc.isenabled()
+    with MetricsServer(port=0) as server:
+        for i in range(2_000):  # enough series that a scrape takes a while
+            tw.trades_total.labels("filled", f"S{i}/USDT").inc()
+        url = server.url
+
+        def work(i: int) -> None:
+            import urllib.request
+
+            with urllib.request.urlopen(url, timeout=10) as response:
+                response.read()
+
+        def child() -> None:
+            if not gc.isenabled():
+                raise AssertionError("cyclic GC disabled in the child")
+
+        hung, failed = _fork_repeatedly_while(work, child)
+    assert hung == 0
+    assert failed == 0, f"{failed} of {FORKS} children were left without cyclic GC"
+    assert gc.isenabled()
+
+
+def test_a_registry_of_your_own_starts_the_child_at_zero_with_fresh_locks():
+    registry = MetricRegistry(specs=())
+    signals = Counter("signals_total", "Signals", ["strategy"], registry=registry)
+    signals.labels("momentum").inc(5)
+    read_end, write_end = os.pipe()
+
+    def child() -> None:
+        os.close(read_end)
+        signals.labels("momentum").inc()
+        os.write(write_end, repr(signals.labels("momentum").get()).encode())
+        os.close(write_end)
+
+    pid = fork_child(child)
+    os.close(write_end)
+    code = reap_child(pid, CHILD_TIMEOUT_S)
+    with os.fdopen(read_end, "rb") as pipe:
+        seen = pipe.read().decode()
+    assert code == 0
+    assert seen == "1.0"  # the child's own count, not the parent's 5 + 1
+    assert signals.labels("momentum").get() == 5.0
