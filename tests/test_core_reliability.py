@@ -159,6 +159,20 @@ def test_numeric_label_values_are_formatted_by_the_number_type_and_sanitised():
     assert sample_value(families, SANITIZED, metric="tinywindow_trades_total", reason="too_long") == 1
 
 
+def test_portfolio_symbols_get_the_same_label_rules_as_the_metric_api():
+    from tinywindow_otel.exporters import export_state, portfolio_exporter
+
+    portfolio_exporter.update_portfolio(10_000.0, 0.0, {Hostile(7): 1.0, "BTC/USDT": 0.5})
+    assert export_state()["portfolio"]["positions"] == {"7": 1.0, "BTC/USDT": 0.5}  # not "\\ud800bad"
+    with pytest.raises(ValueError, match="tinywindow_active_positions: label 'symbol'"):
+        portfolio_exporter.update_portfolio(10_000.0, 0.0, {10**5000: 1.0})
+    # The bad update recorded nothing: the previous snapshot stands.
+    assert export_state()["portfolio"]["positions"] == {"7": 1.0, "BTC/USDT": 0.5}
+    with MetricsServer(port=0) as running:
+        families = scrape(running.url)
+    assert sample_value(families, "tinywindow_active_positions", symbol="7") == 1.0
+
+
 def test_a_real_label_value_equal_to_the_overflow_marker_does_not_collide():
     positions = REGISTRY.by_attr("active_positions")
     positions.set_max_series(2)

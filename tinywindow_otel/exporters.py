@@ -65,9 +65,14 @@ class _Recorder:
         """Drop derived state (called with the lock held, or in a forked child)."""
 
 
-def _label_key(value: object) -> str:
-    """The label value a number or string becomes (what /metrics shows), as a state key."""
-    return value if isinstance(value, str) else str(value)
+def _state_key(metric: Gauge, series: GaugeSeries, value: object) -> str:
+    """The label value /metrics shows for ``value`` (the key of recorder state restored later).
+
+    The series already holds it, unless it is the overflow series, which stands
+    for many values: then the value's own canonical text.
+    """
+    key = series.label_values[0]
+    return key if key != OVERFLOW_LABEL_VALUE else metric.canonical_labels(value)[0]
 
 
 def _load_json(state: str | bytes | bytearray | Mapping, what: str) -> dict:
@@ -388,12 +393,12 @@ class PortfolioExporter(_Recorder):
         if not isinstance(positions, Mapping):
             raise TypeError(f"{self._positions.name}: positions must be a mapping of symbol to size, "
                             f"got {type(positions).__name__}")
-        sizes = {symbol: _check_number(self._positions.name, size, f"position size for {symbol!r:.80}")
+        # Each symbol as the label value /metrics shows, checked first with the metric API's
+        # rules: an int subclass's own __str__ or a 5000-digit int never reaches a key or a message.
+        label_of = self._positions.canonical_labels
+        labels = {symbol: label_of(symbol)[0] for symbol in positions}
+        sizes = {symbol: _check_number(self._positions.name, size, f"position size for {labels[symbol]!r}")
                  for symbol, size in positions.items()}
-        for symbol in sizes:
-            if isinstance(symbol, bool) or not isinstance(symbol, (str, int, float)):
-                raise TypeError(f"{self._positions.name}: label 'symbol' must be a string (or number), "
-                                f"got {type(symbol).__name__} {symbol!r:.80}")
         leverage_name = self._risk.gauges["leverage_ratio"].name
         if leverage is not None:
             _check_number(leverage_name, leverage, "leverage")
@@ -402,7 +407,7 @@ class PortfolioExporter(_Recorder):
             raise TypeError(f"{self._risk.gauges['daily_pnl_pct'].name}: now must be a datetime, "
                             f"got {type(now).__name__}")
         finite_value = math.isfinite(value)
-        snapshot = {_label_key(symbol): (size, notional_by_symbol.get(symbol)) for symbol, size in sizes.items()}
+        snapshot = {labels[symbol]: (size, notional_by_symbol.get(symbol)) for symbol, size in sizes.items()}
 
         with self._lock:
             self._value.set(value)
@@ -579,12 +584,12 @@ class BoundDecisions:
 
     def __init__(self, exporter: AgentExporter, agent: str) -> None:
         self.agent = agent
-        self._key = _label_key(agent)
         self._exporter = exporter
         self._decisions = exporter.decisions
         self._confidence = exporter.confidence.labels(agent=agent)  # a bad agent label raises here
         self._confidence_name = exporter.confidence.name
         self._heartbeat = exporter.last_decision.labels(agent=agent)
+        self._key = _state_key(exporter.last_decision, self._heartbeat, agent)
 
     def record(self, action: str, confidence: float) -> DecisionId | None:
         """As ``AgentExporter.record_decision``; returns the decision's id for ``record_outcome``."""
@@ -631,7 +636,8 @@ class AgentExporter(_Recorder):
         now = time.time()
         decisions.inc()
         confidence_series.observe(confidence)
-        self.last_decision_times[_label_key(agent)] = now  # one dict item set: atomic, no lock on this hot path
+        # One dict item set: atomic, no lock on this hot path.
+        self.last_decision_times[_state_key(self.last_decision, heartbeat, agent)] = now
         heartbeat.set(now)
         return self.calibration.register(agent, confidence)
 
@@ -693,14 +699,14 @@ class SafetyExporter(_Recorder):
         with self._lock:
             trips.inc()
             state.set(1)
-            self.breakers[_label_key(reason)] = True
+            self.breakers[_state_key(self._open, state, reason)] = True
 
     def reset_circuit_breaker(self, reason: str) -> None:
         """Mark the breaker closed again (``tinywindow_circuit_breaker_open{reason}`` 0)."""
         state = self._open.labels(reason=reason)
         with self._lock:
             state.set(0)
-            self.breakers[_label_key(reason)] = False
+            self.breakers[_state_key(self._open, state, reason)] = False
 
     def record_kill_switch_activation(self, mode: str) -> None:
         """Count an activation and mark the kill switch engaged (``tinywindow_kill_switch_engaged{mode}`` 1)."""
@@ -708,14 +714,14 @@ class SafetyExporter(_Recorder):
         with self._lock:
             kills.inc()
             state.set(1)
-            self.kill_switches[_label_key(mode)] = True
+            self.kill_switches[_state_key(self._engaged, state, mode)] = True
 
     def release_kill_switch(self, mode: str) -> None:
         """Mark the kill switch released (``tinywindow_kill_switch_engaged{mode}`` 0)."""
         state = self._engaged.labels(mode=mode)
         with self._lock:
             state.set(0)
-            self.kill_switches[_label_key(mode)] = False
+            self.kill_switches[_state_key(self._engaged, state, mode)] = False
 
     def reset(self) -> None:
         with self._lock:

@@ -157,6 +157,11 @@ class _Metric(Generic[_S]):
         expected = ", ".join(self.labelnames) or "none"
         return ValueError(f"{self.name}: {'; '.join(parts)} (expected: {expected})")
 
+    def canonical_labels(self, *values: object) -> tuple[str, ...]:
+        """The label values as the series stores and /metrics shows them (numbers formatted,
+        invalid UTF-8, over-long and reserved values rewritten and counted); raises like ``labels()``."""
+        return _labels.canonical(self.name, self.labelnames, values, self.drops)
+
     def _canonical(self, values: tuple) -> tuple[str, ...]:
         return _labels.canonical(self.name, self.labelnames, values, self.drops)
 
