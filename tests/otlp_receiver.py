@@ -24,6 +24,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 class OTLPReceiver:
     def __init__(self) -> None:
         self.requests: list[tuple[dict, ExportMetricsServiceRequest]] = []
+        self.refused = 0  # requests answered with refuse_with
+        self.refuse_with: int | None = None  # an HTTP status to answer instead of accepting (a failing collector)
         self._cond = threading.Condition()
         receiver = self
 
@@ -32,6 +34,13 @@ class OTLPReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path != "/v1/metrics":
                     self.send_response(404)
+                    self.end_headers()
+                    return
+                if receiver.refuse_with is not None:
+                    with receiver._cond:
+                        receiver.refused += 1
+                    self.send_response(receiver.refuse_with)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 encoding = self.headers.get("Content-Encoding", "")

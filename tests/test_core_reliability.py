@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 from helpers import fetch, free_port, parse, parse_all, sample_value, scrape
-from otlp_receiver import OTLPReceiver, metrics_of, point
+from otlp_receiver import Blackhole, OTLPReceiver, metrics_of, point
 
 import tinywindow_otel as tw
 from tinywindow_otel import Counter, Gauge, Histogram, MetricsServer, pipeline
@@ -73,6 +74,36 @@ def test_configure_again_does_not_resend_what_was_pushed(receiver):
     # 10, then nothing new (the old pipeline's final push and the flush), then 2.
     assert values[0] == 10 and values[-1] == 2 and set(values[1:-1]) == {0.0}
     assert sum(values) == 12  # the collector's total is what was recorded
+
+
+def test_delta_pushed_after_a_failed_push_carries_what_the_failed_one_held(receiver):
+    tw.configure(exporters="otlp", endpoint=receiver.endpoint, export_interval_millis=600_000,
+                 temporality="delta", runtime_metrics=False)
+    receiver.refuse_with = 400  # a collector refusing the batch (not retried by the exporter)
+    tw.trades_total.labels("filled", "SOL/USDT").inc(10)
+    assert not tw.force_flush()
+    assert receiver.refused == 1
+    receiver.refuse_with = None
+    tw.trades_total.labels("filled", "SOL/USDT").inc(1)
+    assert tw.force_flush()
+    assert tw.force_flush()  # nothing new: a delta of 0, not the 11 again
+    values = counter_points(receiver, "tinywindow_trades_total", status="filled", symbol="SOL/USDT")
+    assert values == [11.0, 0.0]  # the collector's total is what was recorded
+
+
+def test_force_flush_honours_its_timeout_when_the_collector_hangs():
+    hung = Blackhole()
+    try:
+        tw.configure(exporters="otlp", endpoint=hung.endpoint, export_interval_millis=600_000,
+                     timeout_millis=5_000, runtime_metrics=False)
+        tw.trades_total.labels("filled", "BTC/USDT").inc()
+        started = time.monotonic()
+        assert not tw.force_flush(timeout_millis=300)
+        took = time.monotonic() - started
+        assert hung.connected.is_set()  # the push did reach the collector, which never answered
+        assert took < 2.5, f"force_flush(timeout_millis=300) took {took:.2f} s"
+    finally:
+        hung.close()
 
 
 def test_force_flush_is_false_when_the_push_fails():

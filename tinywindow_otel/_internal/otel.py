@@ -166,7 +166,10 @@ class FacadeExporter(MetricExporter):
             _log.warning("OTLP export failed", exc_info=True)
             result = MetricExportResult.FAILURE
         ok = result is MetricExportResult.SUCCESS
-        if not ok:
+        if ok:
+            if self._delta is not None:
+                self._delta.commit()
+        else:
             REGISTRY.drops.dropped("otlp_export", "export_failed")
         self.last_ok = ok
         self.exports += 1
@@ -275,15 +278,32 @@ class Pipeline:
 
         /metrics is pull-only and needs no flush (True without OTLP).
         """
-        if self.otlp_reader is None or self.exporter is None:
+        reader, exporter = self.otlp_reader, self.exporter
+        if reader is None or exporter is None:
             return True
-        before = self.exporter.exports
+        before = exporter.exports
+        done = threading.Event()
+
+        def flush() -> None:
+            try:
+                reader.force_flush(timeout_millis=timeout_millis)
+            except Exception:  # noqa: BLE001
+                _log.warning("OTLP flush failed", exc_info=True)
+            finally:
+                done.set()
+
+        # The OTLP exporters bound a push by their own timeout, not the caller's:
+        # the push runs on a thread of its own and the caller waits only
+        # ``timeout_millis`` for it (it finishes, or fails, in the background).
         try:
-            self.otlp_reader.force_flush(timeout_millis=timeout_millis)
-        except Exception:  # noqa: BLE001
-            _log.warning("OTLP flush failed", exc_info=True)
+            threading.Thread(target=flush, name="tinywindow-otel-flush", daemon=True).start()
+        except RuntimeError:  # interpreter shutting down: no new threads, push inline
+            flush()
+        if not done.wait(max(timeout_millis, 0) / 1000):
+            _log.warning("OTLP flush did not finish within %.0f ms (is the collector at %s reachable?)",
+                         timeout_millis, self.settings.endpoint)
             return False
-        return self.exporter.exports > before and self.exporter.last_ok
+        return exporter.exports > before and exporter.last_ok
 
     def shutdown(self, timeout_millis: float | None = None) -> bool:
         """Flush and stop within about ``timeout_millis``, whatever the collector does.

@@ -127,13 +127,24 @@ class DeltaConverter:
     is forgotten. Delta min/max are only known when the interval holds every
     observation of the series; otherwise they are left unset (OTLP makes
     them optional) rather than reported wrong.
+
+    What was reported moves on only when the export is confirmed
+    (:meth:`commit`): after a failed push the next delta covers both
+    intervals, so a collector that was down loses nothing it is later sent.
     """
 
     def __init__(self) -> None:
         self._last: dict[tuple, tuple] = {}
+        self._pending: dict[tuple, tuple] | None = None
 
     def reset(self) -> None:
         self._last = {}
+        self._pending = None
+
+    def commit(self) -> None:
+        """The deltas of the last :meth:`convert` reached the collector: the next start after them."""
+        if self._pending is not None:
+            self._last, self._pending = self._pending, None
 
     def convert(self, metrics: list[Metric]) -> list[Metric]:
         last = self._last
@@ -174,5 +185,5 @@ class DeltaConverter:
                                                       low, high))  # type: ignore[arg-type]
                 data = Histogram(hpoints, DELTA)
             result.append(Metric(metric.name, metric.description, metric.unit, data))
-        self._last = seen
+        self._pending = seen
         return result
