@@ -221,6 +221,25 @@ def test_a_real_label_value_equal_to_the_overflow_marker_does_not_collide():
     assert sample_value(families, SANITIZED, metric="tinywindow_active_positions", reason="reserved") == 1
 
 
+def test_a_real_histogram_label_equal_to_the_overflow_marker_stays_its_own_series():
+    latency = REGISTRY.by_attr("api_latency_seconds")
+    cap = latency.max_series
+    latency.set_max_series(2)
+    try:
+        latency.labels(service=OVERFLOW_LABEL_VALUE).observe(0.1)
+        latency.labels(service="binance").observe(0.2)
+        latency.labels(service="claude").observe(0.3)  # beyond the cap: folds
+        with MetricsServer(port=0) as running:
+            text = fetch(running.url)
+    finally:
+        latency.set_max_series(cap)
+    counts = {s.labels["service"]: s.value for s in parse(text)["tinywindow_api_latency_seconds"].samples
+              if s.name.endswith("_count")}
+    assert counts == {"_overflow_": 1.0, "binance": 1.0, OVERFLOW_LABEL_VALUE: 1.0}  # three distinct series
+    series_lines = [line for line in text.splitlines() if line.startswith("tinywindow_api_latency_seconds_count")]
+    assert len(series_lines) == len(set(series_lines)) == 3  # no label set emitted twice
+
+
 # --- caps and self-metrics ---------------------------------------------------------------------
 
 
@@ -279,12 +298,17 @@ def fetch_once() -> str:
 
 
 def test_a_gauge_whose_first_value_is_nan_publishes_no_invented_zero():
+    from tinywindow_otel.exporters import portfolio_exporter
+
     tw.portfolio_value_usd.set(float("nan"))
     tw.active_positions.labels(symbol="BTC/USDT").set(float("inf"))
+    tw.leverage_ratio.set(float("nan"))
+    portfolio_exporter.update_portfolio(float("nan"), 0.0, {}, leverage=float("inf"))
     text = fetch_once()
     families = parse(text)
     assert "tinywindow_portfolio_value_usd" not in families
     assert "tinywindow_active_positions" not in families
+    assert "tinywindow_leverage_ratio" not in families
     assert "# TYPE tinywindow_portfolio_value_usd gauge" in text  # the family is still announced
 
 
