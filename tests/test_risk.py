@@ -202,7 +202,7 @@ def test_leverage_from_prices_and_undefined_cases(scrape_metrics):
         portfolio_exporter.update_portfolio(1.0, 0.0, {}, prices={"BTC/USDT": "high"})
 
 
-def test_seed_signature_unchanged_and_state_survives_restart(scrape_metrics):
+def test_documented_update_portfolio_interface_unchanged_and_state_survives_restart(scrape_metrics):
     portfolio_exporter.update_portfolio(total_value=50000.0, unrealized_pnl=500.0,
                                         positions={"BTC/USDT": 0.1}, leverage=1.5)
     portfolio_exporter.update_portfolio(60_000.0, 0.0, {}, now=T0)

@@ -158,7 +158,7 @@ def test_promtool_tests_catch_a_weakened_rule(mutation, tmp_path):
     assert result.returncode != 0, f"promtool tests still pass with: {mutation}"
 
 
-def test_seed_alerts_names_severities_and_thresholds():
+def test_documented_alerts_names_severities_and_thresholds():
     alerts = alerts_by_name()
     assert set(alerts) == set(CORE_ALERTS) | set(ENDPOINT_ALERTS) | set(OPERATIONS_ALERTS)
     for name, (severity, op, threshold) in CORE_ALERTS.items():

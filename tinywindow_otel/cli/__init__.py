@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import os
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 from .. import __version__
+from ..security import _MIN_ITERATIONS, DEFAULT_ITERATIONS
 from ..server import DEFAULT_HOST, DEFAULT_PORT, MetricsServer
 
 DESCRIPTION = "TinyWindow trading metrics on OpenTelemetry, with the monitoring assets to use them."
@@ -27,6 +30,86 @@ Run `tinywindow-otel COMMAND --help` for a command's options.
 
 class UsageError(Exception):
     """Options that do not fit together: reported like argparse's own errors (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line and a hint (not the whole usage text), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"hint: see `{self.prog} --help`", file=sys.stderr)
+        sys.exit(2)
+
+
+# Bounds of the numeric options, checked when the command line is read, before anything starts.
+MAX_RATE = 1000.0            # ticks per second; beyond it the simulation loop only burns CPU
+MIN_INTERVAL_MS = 1_000      # a Prometheus evaluating rules more often than every second only burns CPU
+MAX_INTERVAL_MS = 15_000     # the rules' shortest window (45s) needs three samples
+MAX_ITERATIONS = 10_000_000  # PBKDF2 rounds; beyond it hashing (and each first verification) takes minutes
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: a number from 0 to 65535") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value}: a number from 0 to 65535 (0 = any free port)")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= MAX_RATE):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"invalid rate {text!r}: ticks per second above 0 and at most {MAX_RATE:g}")
+    return value
+
+
+def _interval(text: str) -> str:
+    from .stack import StackError, _millis
+
+    try:
+        millis = _millis(text)
+    except StackError:
+        millis = -1
+    if not MIN_INTERVAL_MS <= millis <= MAX_INTERVAL_MS:
+        raise argparse.ArgumentTypeError(
+            f"invalid interval {text!r}: a duration from {MIN_INTERVAL_MS // 1000}s to {MAX_INTERVAL_MS // 1000}s "
+            "such as 5s or 1500ms")
+    return text
+
+
+def _iterations(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not _MIN_ITERATIONS <= value <= MAX_ITERATIONS:
+        raise argparse.ArgumentTypeError(
+            f"invalid iterations {text!r}: a whole number from {_MIN_ITERATIONS} (the fewest /metrics accepts) "
+            f"to {MAX_ITERATIONS}")
+    return value
+
+
+def _assets_dir(text: str) -> str:
+    from .stack import StackError, find_assets
+
+    try:
+        return str(find_assets(text))
+    except StackError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _executable(text: str) -> str:
+    import shutil
+
+    found = shutil.which(text)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an executable program")
+    return found
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -84,6 +167,17 @@ def _hash_password(args: argparse.Namespace) -> int:
 def _stack(args: argparse.Namespace) -> int:
     from . import stack
 
+    # Everything that can be checked is checked before the demo serves anything.
+    chosen = [port for port in (args.port, args.prometheus_port, args.alertmanager_port) if port]
+    if len(set(chosen)) != len(chosen):
+        raise UsageError(f"--port, --prometheus-port and --alertmanager-port must differ (got {args.port}, "
+                         f"{args.prometheus_port}, {args.alertmanager_port})")
+    stack.find_assets(args.assets)
+    stack.find_binary(stack.PROMETHEUS_BINARIES)
+    stack.find_binary(stack.ALERTMANAGER_BINARIES)
+    if args.collector and not args.otelcol:
+        stack.find_binary(stack.COLLECTOR_BINARIES)
+
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
@@ -117,18 +211,22 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinywindow-otel", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="tinywindow-otel", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="simulate a trading workload and serve its /metrics",
-                               description="Simulate a trading workload (trades, API calls, agent decisions, "
-                                           "risk values) and serve every metric on /metrics until Ctrl-C.")
+                               description="Simulate a trading workload and serve every metric on /metrics "
+                                           "until Ctrl-C: trades, P&L and risk values, API calls, agent "
+                                           "decisions; orders at two venues (latency, fills, slippage, "
+                                           "rejections), exchange feeds and rate limits, LLM calls (tokens, "
+                                           "cost, time to first token) and agent calibration (outcomes linked "
+                                           "to decisions). Every panel of the packaged dashboards has data.")
     demo.add_argument("--host", default=DEFAULT_HOST,
                       help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 for all interfaces)")
-    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0 = any free port)")
-    demo.add_argument("--rate", type=float, default=5.0, help="simulation ticks per second (default 5)")
+    demo.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0 = any free port)")
+    demo.add_argument("--rate", type=_rate, default=5.0, help=f"simulation ticks per second (default 5, at most {MAX_RATE:g})")
     demo.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
     demo.add_argument("--scenario", choices=("calm", "breach"), default="calm",
                       help="calm (default): inside every alert threshold; breach: drive each trading/API alert "
@@ -148,15 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
                                             "printed here. Needs the prometheus and alertmanager programs "
                                             "(Debian: apt-get install prometheus prometheus-alertmanager).")
     stack.add_argument("--host", default=DEFAULT_HOST, help=f"loopback address for all three (default {DEFAULT_HOST})")
-    stack.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"demo /metrics port (default {DEFAULT_PORT}; 0 = any free port)")
-    stack.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (default 9090; 0 = any free port)")
-    stack.add_argument("--alertmanager-port", type=int, default=9093, help="Alertmanager port (default 9093; 0 = any free port)")
-    stack.add_argument("--interval", default="5s", help="scrape and rule evaluation interval (default 5s)")
+    stack.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"demo /metrics port (default {DEFAULT_PORT}; 0 = any free port)")
+    stack.add_argument("--prometheus-port", type=_port, default=9090, help="Prometheus port (default 9090; 0 = any free port)")
+    stack.add_argument("--alertmanager-port", type=_port, default=9093, help="Alertmanager port (default 9093; 0 = any free port)")
+    stack.add_argument("--interval", type=_interval, default="5s",
+                       help="scrape and rule evaluation interval, 1s to 15s (default 5s)")
     stack.add_argument("--fast-alerts", action="store_true", help="shorten every alert's waiting time (`for:`) to 10s")
-    stack.add_argument("--assets", metavar="DIR", default=None,
+    stack.add_argument("--assets", metavar="DIR", type=_assets_dir, default=None,
                        help="folder with alerts/ to use instead of the packaged one "
                             "(e.g. one written by `assets export`)")
-    stack.add_argument("--rate", type=float, default=5.0, help="simulation ticks per second (default 5)")
+    stack.add_argument("--rate", type=_rate, default=5.0, help=f"simulation ticks per second (default 5, at most {MAX_RATE:g})")
     stack.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
     stack.add_argument("--scenario", choices=("calm", "breach"), default="calm",
                        help="demo scenario: calm (default) pages nothing; breach shows each alert fire and resolve "
@@ -164,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--collector", action="store_true",
                        help="the demo pushes OTLP to an OpenTelemetry Collector (collector/otelcol.yaml), "
                             "which remote-writes to Prometheus")
-    stack.add_argument("--otelcol", default=None,
+    stack.add_argument("--otelcol", type=_executable, default=None,
                        help="collector binary for --collector (default: otelcol-tinywindow or otelcol-contrib on PATH)")
     stack.set_defaults(func=_stack)
 
@@ -186,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     hashing = commands.add_parser("hash-password", help="hash a password for basic auth on /metrics",
                                   description="Read a password (prompted, or the first line of stdin) and print "
                                               "its PBKDF2 hash, for --basic-auth-hash-file.")
-    hashing.add_argument("--iterations", type=int, default=200_000, help="PBKDF2 iterations (default 200000)")
+    hashing.add_argument("--iterations", type=_iterations, default=DEFAULT_ITERATIONS,
+                         help=f"PBKDF2 iterations (default {DEFAULT_ITERATIONS}, at least {_MIN_ITERATIONS}, "
+                              f"at most {MAX_ITERATIONS})")
     hashing.set_defaults(func=_hash_password)
 
     docs = commands.add_parser("docs", help="print the metrics reference (Markdown)",
@@ -199,6 +300,9 @@ def _hint(exc: BaseException, args: argparse.Namespace) -> str | None:
     """What to do about a failure the user can fix, or None."""
     from ..config import MissingExtraError
 
+    if isinstance(exc, UsageError):
+        command = " ".join(filter(None, ["tinywindow-otel", args.command, getattr(args, "assets_command", None)]))
+        return f"see `{command} --help`"
     if isinstance(exc, MissingExtraError):
         return "install the OTLP exporter: pip install 'tinywindow-otel[otlp]' (or unset OTEL_METRICS_EXPORTER)"
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:

@@ -29,6 +29,7 @@ STREAMS = ("trades", "depth")
 REJECT_REASONS = ("insufficient_funds", "min_notional", "price_band")
 MODELS = (("anthropic", "claude-sonnet-4-5", 1.8), ("openai", "gpt-4o-mini", 0.7))
 AGENTS = ("market_analyst", "risk_manager")
+LLM_ERROR = "max_tokens"  # the error.type of the simulated failed LLM calls (truncated answers)
 
 
 class ExecutionSimulation:
@@ -41,6 +42,8 @@ class ExecutionSimulation:
         self.feeds = [feed(venue, stream) for venue in VENUES for stream in STREAMS]
         for agent in AGENTS:  # at 0 from the start: the Expired Decisions panel shows 0, not "no data"
             REGISTRY.get("tinywindow_agent_decisions_expired_total").labels(agent)
+        for provider, model, _ in MODELS:  # likewise the failed calls of the LLM Call Duration panel
+            REGISTRY.get("gen_ai.client.operation.duration").labels("chat", provider, model, LLM_ERROR)
         self.pending: deque[tuple[int, DecisionId, float]] = deque()  # (due tick, decision id, confidence)
         self.ticks = 0
 
@@ -100,7 +103,7 @@ class ExecutionSimulation:
             call.started_at = perf_counter() - duration
             call.first_chunk_at = call.started_at + duration * rng.uniform(0.1, 0.3)
             if rng.random() < 0.05:  # a truncated answer: error.type without an exception
-                call.error("max_tokens")
+                call.error(LLM_ERROR)
             cached = rng.choice((0, 0, 2000, 4000))
             call.usage(input_tokens=rng.randint(800, 3000) + cached, output_tokens=rng.randint(50, 600),
                        cache_read_tokens=cached)
