@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from helpers import require_tool
-from monitoring.assets import ROOT
+from monitoring.assets import PROMETHEUS, ROOT
 
 COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
+COLLECTOR_CONFIG = ROOT / "collector" / "otelcol.yaml"
 
 
 def compose(*args: str, env_file: str | os.PathLike = ENV_EXAMPLE) -> subprocess.CompletedProcess:
@@ -68,11 +69,41 @@ def test_images_are_the_versions_the_tests_build():
     assert tag.split(".")[:2] == collector.lstrip("v").split(".")[:2], "collector image and module at one release"
 
 
+def scrape_targets(config: dict) -> dict[str, set[str]]:
+    """{"static" | "dns": {"host:port", ...}} of prometheus.yml."""
+    found: dict[str, set[str]] = {"static": set(), "dns": set()}
+    for job in config["scrape_configs"]:
+        found["static"] |= {t for sc in job.get("static_configs", []) for t in sc["targets"]}
+        found["dns"] |= {f"{name}:{sd['port']}" for sd in job.get("dns_sd_configs", []) for name in sd["names"]}
+    return found
+
+
+def test_profile_only_services_are_discovered_not_listed(resolved):
+    """A static target is scraped whether or not it runs: one naming a service of a profile would be a
+    target that is down for ever without the profile (up == 0). Those are found by DNS instead, which
+    yields no target while the service is not running."""
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    targets = scrape_targets(config)
+    services = resolved["services"]
+    for target in targets["static"]:
+        host = target.rsplit(":", 1)[0]
+        assert host == "localhost" or (host in services and "profiles" not in services[host]), target
+    for target in targets["dns"]:
+        host = target.rsplit(":", 1)[0]
+        assert host in services and services[host].get("profiles"), f"{target}: list it statically"
+    # The collector's own metrics, on the port its telemetry listens on.
+    telemetry = yaml.safe_load(COLLECTOR_CONFIG.read_text())["service"]["telemetry"]["metrics"]["readers"][0]
+    port = telemetry["pull"]["exporter"]["prometheus"]["port"].rsplit(":-", 1)[1].rstrip("}")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["otel-collector"]["dns_sd_configs"] == [
+        {"names": ["collector"], "type": "A", "port": int(port), "refresh_interval": "30s"}]
+
+
 def test_every_app_is_ingested_exactly_once(resolved):
     """Scraped apps are tinywindow targets and do not push; pushing apps are not scraped;
     the collector remote-writes to this Prometheus, so its :8889 exporter must not be scraped too."""
-    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    found = scrape_targets(yaml.safe_load(PROMETHEUS.read_text()))
+    targets = found["static"] | found["dns"]
     collector_env = resolved["services"]["collector"]["environment"]
     assert collector_env["PROMETHEUS_REMOTE_WRITE_URL"] == "http://prometheus:9090/api/v1/write"
     assert "--web.enable-remote-write-receiver" in resolved["services"]["prometheus"]["command"]

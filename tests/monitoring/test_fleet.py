@@ -11,29 +11,14 @@ from __future__ import annotations
 
 import time
 
-import yaml
-
 from helpers import free_port, wait_until
-from monitoring.assets import PROMETHEUS, RULES
-from monitoring.deploy import Collector, Processes, Prometheus, Workload, otlp_env
+from monitoring.assets import RULES
+from monitoring.deploy import Collector, Processes, Prometheus, Workload, otlp_env, repo_prometheus_config
 from tinywindow_otel.cli.stack import shorten_for
 
 PUSHERS = ("bot-1", "bot-2", "bot-3")
 OUTAGE_SECONDS = 5.0
 PUSH_MS = 1000
-
-
-def repo_config(targets: dict[str, str]) -> dict:
-    """prometheus/prometheus.yml with loopback targets, 1s intervals and no Alertmanager (alerts read from ALERTS)."""
-    config = yaml.safe_load(PROMETHEUS.read_text())
-    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    config.pop("alerting")
-    config["scrape_configs"] = [job for job in config["scrape_configs"]
-                                if job["job_name"] not in ("prometheus", "alertmanager")]
-    for job in config["scrape_configs"]:
-        for static in job["static_configs"]:
-            static["targets"] = [targets[target] for target in static["targets"]]
-    return config
 
 
 def by_instance(prometheus: Prometheus, expr: str) -> dict[str, float]:
@@ -57,7 +42,10 @@ def test_fleet_identity_single_ingestion_alerts_and_collector_restart(tmp_path, 
         scraped_instance = f"127.0.0.1:{scraped.port}"
         prometheus = Prometheus(
             procs, prometheus3.prometheus, "prometheus",
-            repo_config({"app:8000": scraped_instance, "collector:8888": collector.telemetry_target}),
+            # prometheus/prometheus.yml on loopback: the collector (found by DNS in compose) runs,
+            # Alertmanager does not (alerts are read from ALERTS).
+            repo_prometheus_config({"app:8000": scraped_instance, "collector:8888": collector.telemetry_target,
+                                    "localhost:9090": f"127.0.0.1:{prometheus_port}", "alertmanager:9093": None}),
             "--web.enable-remote-write-receiver", port=prometheus_port,
             files={"alerts/" + RULES.name: shorten_for(RULES.read_text(), "1s")})
 

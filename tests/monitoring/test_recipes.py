@@ -1,4 +1,4 @@
-"""The deployment recipes' timing.
+"""The deployment recipes' timing and the scrape-only recipe on a live Prometheus.
 
 Every range selector of the rules and dashboards holds enough samples at the
 documented sample interval (the scrape interval, compose's push interval, the
@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 
+from helpers import free_port, wait_until
 from monitoring.assets import (
     DASHBOARDS, EXECUTION_RULES, PROMETHEUS, ROOT, RULES, load_dashboards, load_rules, panel_targets,
 )
+from monitoring.deploy import Processes, Prometheus, Workload, otlp_env, repo_prometheus_config
+from tinywindow_otel.cli.stack import shorten_for
 from tinywindow_otel.config import DEFAULT_EXPORT_INTERVAL_MS, RULES_MAX_EXPORT_INTERVAL_MS, Settings
 
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -37,6 +41,7 @@ RATE = re.compile(r"\b(?:rate|irate|increase|delta|idelta|deriv)" + SELECTOR)
 OVER_TIME = re.compile(r"\b[a-z]+_over_time" + SELECTOR)
 MIN_RATE_SAMPLES = 4
 MIN_OVER_TIME_SAMPLES = 3
+DRIVER = Path(__file__).with_name("scenario_driver.py")
 
 
 def seconds(duration: str) -> float:
@@ -146,3 +151,43 @@ def test_no_warning_at_the_supported_interval_or_without_otlp(caplog):
         Settings.from_env({"OTEL_METRICS_EXPORTER": "otlp", "OTEL_METRIC_EXPORT_INTERVAL": "15000"})
         Settings.from_env({"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_METRIC_EXPORT_INTERVAL": "60000"})
     assert not [r for r in caplog.records if "shipped alert rules" in r.getMessage()]
+
+
+def alertmanager_config(directory: Path) -> Path:
+    # Only a receiver of the alerts: the recipe here is about what Prometheus scrapes and evaluates.
+    path = directory / "alertmanager.yml"
+    path.write_text(yaml.safe_dump({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}))
+    return path
+
+
+def test_the_scrape_only_recipe_has_no_down_target_and_fires_nothing_without_a_collector(tmp_path, toolchain):
+    """compose without the collector profile: prometheus/prometheus.yml as it is (the collector, found
+    by DNS, is simply not there), the app scraped, every rule file loaded (non-zero `for:` shortened to 1s)."""
+    rules = {f"alerts/{path.name}": shorten_for(path.read_text(), "1s") for path in (ROOT / "alerts").glob("*.rules.yml")}
+    with Processes(tmp_path) as procs:
+        app = Workload(procs, "app", otlp_env("http://127.0.0.1:1/unused", exporters="prometheus"), DRIVER)
+        alertmanager_port, prometheus_port = free_port(), free_port()
+        alertmanager = procs.start("alertmanager", [
+            toolchain.alertmanager, f"--config.file={alertmanager_config(tmp_path)}",
+            f"--storage.path={tmp_path / 'alertmanager-data'}", f"--web.listen-address=127.0.0.1:{alertmanager_port}",
+            "--cluster.listen-address="])
+        procs.wait_http("alertmanager", alertmanager, f"http://127.0.0.1:{alertmanager_port}/-/ready")
+        config = repo_prometheus_config({"app:8000": f"127.0.0.1:{app.port}",
+                                         "alertmanager:9093": f"127.0.0.1:{alertmanager_port}",
+                                         "localhost:9090": f"127.0.0.1:{prometheus_port}"})
+        prometheus = Prometheus(procs, toolchain.prometheus, "prometheus", config, port=prometheus_port, files=rules)
+
+        # Six evaluations of every group with the app scraped: an alert on a missing collector
+        # (absent(), up == 0; `for:` 1s) is pending after one and firing after two.
+        wait_until(lambda: prometheus.query('count_over_time(up{job="tinywindow"}[1m]) >= 6'),
+                   timeout=40, interval=0.25, what="six scrapes of the app")
+        groups = wait_until(lambda: (g := prometheus.query("prometheus_rule_group_iterations_total"))
+                            and all(float(r["value"][1]) >= 6 for r in g) and g,
+                            timeout=30, interval=0.25, what="six evaluations of every rule group")
+        assert len(groups) == sum(len(yaml.safe_load(text)["groups"]) for text in rules.values())
+
+        targets = {(t["labels"]["job"], t["health"]) for t in prometheus.get("/api/v1/targets")["activeTargets"]}
+        assert targets == {("tinywindow", "up"), ("alertmanager", "up"), ("prometheus", "up")}, targets
+        assert prometheus.query('up{job="otel-collector"}') == []
+        alerts = {(a["metric"]["alertname"], a["metric"]["alertstate"]) for a in prometheus.query("ALERTS")}
+        assert alerts == {("Watchdog", "firing")}, alerts
