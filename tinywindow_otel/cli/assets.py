@@ -93,7 +93,7 @@ services:
       - ./dashboards/provisioning:/etc/grafana/provisioning:ro
       - ./dashboards:/etc/grafana/dashboards/tinywindow:ro
   collector:   # only if your apps push OTLP
-    image: otel/opentelemetry-collector-contrib:0.165.0
+    image: otel/opentelemetry-collector-contrib:0.165.1
     command: ["--config=/etc/otelcol-contrib/config.yaml"]
     volumes:
       - ./collector/otelcol.yaml:/etc/otelcol-contrib/config.yaml:ro
