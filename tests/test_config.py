@@ -31,7 +31,7 @@ def test_defaults_are_prometheus_only_cumulative():
     assert s.protocol == "http/protobuf"
     assert s.endpoint == "http://localhost:4318/v1/metrics"
     assert s.temporality == "cumulative"
-    assert (s.timeout_millis, s.export_interval_millis, s.export_timeout_millis) == (10_000, 60_000, 30_000)
+    assert (s.timeout_millis, s.export_interval_millis, s.export_timeout_millis) == (10_000, 15_000, 30_000)
     assert s.shutdown_timeout_millis == 5_000
     assert s.service_name == "tinywindow"
 

@@ -19,7 +19,7 @@ Environment variables (all optional; code arguments win over them):
 ``OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT``                   per export, ms (default 10000)
 ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``      ``cumulative`` (default), ``delta``,
                                                            ``lowmemory``
-``OTEL_METRIC_EXPORT_INTERVAL`` / ``_TIMEOUT``             ms (default 60000 / 30000)
+``OTEL_METRIC_EXPORT_INTERVAL`` / ``_TIMEOUT``             ms (default 15000 / 30000)
 ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``        the OTLP resource
 ``TINYWINDOW_OTEL_SHUTDOWN_TIMEOUT``                       bound on ``shutdown()``, ms
                                                            (default 5000)
@@ -73,7 +73,14 @@ DEFAULT_SERVICE_NAME = "tinywindow"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_OTLP_TIMEOUT_MS = 10_000.0
-DEFAULT_EXPORT_INTERVAL_MS = 60_000.0
+# Not OTel's 60 s: the shipped rules read gauges over 45 s and rates over >= 1 m,
+# which need a push every 15 s (3 and 4 samples); at 60 s the loss, drawdown and
+# leverage alerts never get through `for:` and rate() panels go empty.
+DEFAULT_EXPORT_INTERVAL_MS = 15_000.0
+# The longest push interval the shipped rules and dashboards hold enough samples
+# at (tests/monitoring/test_recipes.py derives it from the rules); a longer one
+# set by the user is allowed, with a warning.
+RULES_MAX_EXPORT_INTERVAL_MS = 15_000.0
 DEFAULT_EXPORT_TIMEOUT_MS = 30_000.0
 # A trading process must restart quickly even when the collector is gone:
 # shutdown gives the final export this long, then returns regardless.
@@ -192,6 +199,12 @@ class Settings:
             source = "export_interval_millis" if "export_interval_millis" in given else "OTEL_METRIC_EXPORT_INTERVAL"
             raise ConfigurationError(f"{source}={interval:g} is below the minimum of {MIN_EXPORT_INTERVAL_MS:g} ms "
                                      f"(the value is in milliseconds; the default is {DEFAULT_EXPORT_INTERVAL_MS:g})")
+        if interval > RULES_MAX_EXPORT_INTERVAL_MS and "otlp" in exporters:
+            source = "export_interval_millis" if "export_interval_millis" in given else "OTEL_METRIC_EXPORT_INTERVAL"
+            _log.warning("%s=%g ms is longer than the %g ms the shipped alert rules and dashboards are written "
+                         "for (too few pushes in their windows): pushed loss, drawdown and leverage alerts may "
+                         "never fire, rate() panels go empty; see docs/deployment.md", source, interval,
+                         RULES_MAX_EXPORT_INTERVAL_MS)
         export_timeout = millis("export_timeout_millis", ("OTEL_METRIC_EXPORT_TIMEOUT",), DEFAULT_EXPORT_TIMEOUT_MS)
         shutdown_timeout = millis("shutdown_timeout_millis", (SHUTDOWN_TIMEOUT_ENV,), DEFAULT_SHUTDOWN_TIMEOUT_MS)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from helpers import free_port
-from monitoring.assets import ROOT
+from monitoring.assets import PROMETHEUS, ROOT
 from tinywindow_otel.cli.stack import collector_environment
 
 COLLECTOR_CONFIG = ROOT / "collector" / "otelcol.yaml"
@@ -103,6 +103,13 @@ class Prometheus:
             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", *flags])
         procs.wait_http(name, self.process, self.url + "/-/ready")
 
+    def get(self, path: str) -> dict:
+        """The ``data`` of a successful API answer, e.g. ``get("/api/v1/targets")``."""
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
     def query(self, expr: str, **params: str) -> list[dict]:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr, **params})
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -118,6 +125,35 @@ class Prometheus:
             name = labels.pop("__name__", "")
             out[(name, tuple(sorted(labels.items())))] = float(result["value"][1])
         return out
+
+
+def repo_prometheus_config(addresses: dict[str, str | None], interval: str = "1s") -> dict:
+    """prometheus/prometheus.yml with compose's service addresses replaced by loopback ones.
+
+    ``addresses`` maps every ``host:port`` the file names (static targets, Alertmanager,
+    DNS-discovered ``name:port``) to ``127.0.0.1:N``, or to None for a service that is
+    not running in this test. A DNS-discovered service that runs becomes a static
+    target (the address DNS would return); one that does not run yields no target,
+    as DNS SD does for a compose service outside the enabled profiles. A static
+    target must be mapped: the file's own promise is that it is always there.
+    """
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    config["global"].update(scrape_interval=interval, evaluation_interval=interval)
+
+    def mapped(targets: list[str]) -> list[str]:
+        unknown = [t for t in targets if t not in addresses]
+        assert not unknown, f"no test address for {unknown} (prometheus/prometheus.yml)"
+        return [addresses[t] for t in targets if addresses[t] is not None]
+
+    for job in config["scrape_configs"]:
+        static = [{**sc, "targets": mapped(sc["targets"])} for sc in job.pop("static_configs", [])]
+        for sd in job.pop("dns_sd_configs", []):
+            running = [addresses[f"{n}:{sd['port']}"] for n in sd["names"] if addresses.get(f"{n}:{sd['port']}")]
+            static.append({"targets": running})
+        job["static_configs"] = [sc for sc in static if sc["targets"]]
+    for alerting in config.get("alerting", {}).get("alertmanagers", []):
+        alerting["static_configs"] = [{**sc, "targets": mapped(sc["targets"])} for sc in alerting["static_configs"]]
+    return config
 
 
 def prometheus_config(interval: str = "1s", scrape: list[dict] | None = None, otlp: bool = False) -> dict:
@@ -178,7 +214,9 @@ class Workload:
             for index in range(self._consumed, len(lines)):
                 if lines[index].startswith("{") and key in lines[index]:
                     self._consumed = index + 1
-                    return json.loads(lines[index])
+                    # Only the object: stdout and stderr share the log, and an unbuffered print
+                    # writes its newline separately, so an SDK log line can follow on the same line.
+                    return json.JSONDecoder().raw_decode(lines[index])[0]
             time.sleep(0.05)
         raise ProcessError(f"{self.name} printed no {key!r} within {timeout}s:\n{self.procs.log(self.name)}")
 

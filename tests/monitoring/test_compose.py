@@ -1,26 +1,63 @@
-"""compose.yaml and .env.example, validated by the real `docker-compose config` (no docker engine needed)."""
+"""compose.yaml and .env.example, validated by the real loaders (no docker engine needed): Compose v2's
+(compose-go v2, built as tools/compose by scripts/build-go-tools) and `docker-compose config` (v1)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
 from helpers import require_tool
-from monitoring.assets import ROOT
+from monitoring.assets import PROMETHEUS, ROOT
+from monitoring.toolchain import ToolUnavailable, go_binaries
 
 COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
+COLLECTOR_CONFIG = ROOT / "collector" / "otelcol.yaml"
+# Variables compose reads from the environment: the tests give them explicitly.
+OWN_VARIABLES = ("GRAFANA_", "COMPOSE_", "ALERTMANAGER_", "PROMETHEUS_REMOTE_WRITE_URL")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(OWN_VARIABLES)}, **extra}
 
 
 def compose(*args: str, env_file: str | os.PathLike = ENV_EXAMPLE) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "COMPOSE_", "ALERTMANAGER_"))}
     argv = [require_tool("docker-compose"), "-f", str(COMPOSE), "--project-directory", str(ROOT),
             "--env-file", str(env_file)]
-    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60, env=clean_env())
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> str:
+    """tools/compose's compose-config: compose-go v2 loading, interpolating, validating, normalising."""
+    try:
+        return go_binaries("compose")["compose-config"]
+    except ToolUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+def compose_v2(binary: str, *args: str, file: Path = COMPOSE, env_file: Path | None = ENV_EXAMPLE,
+               **environ: str) -> subprocess.CompletedProcess:
+    argv = [binary, "-f", str(file), "--project-directory", str(ROOT)]
+    if env_file is not None:
+        argv += ["--env-file", str(env_file)]
+    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60, env=clean_env(**environ))
+
+
+@pytest.fixture(scope="module")
+def loaded(compose_config) -> dict:
+    """The Compose v2 model with every profile enabled."""
+    result = compose_v2(compose_config, "--profile", "*")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def env_example() -> dict[str, str]:
@@ -47,6 +84,69 @@ def test_collector_and_the_pushing_app_are_only_in_their_profile(resolved):
         assert service.get("profiles") == (["collector"] if name in PUSH_PROFILE else None), name
 
 
+def v2_ports(service: dict) -> list[str]:
+    return [f"{p['host_ip']}:{p['published']}:{p['target']}/{p['protocol']}" for p in service.get("ports", [])]
+
+
+def test_compose_v2_loads_every_profile_as_v1_does(loaded, resolved):
+    """compose-go v2 (what `docker compose` runs) accepts the file and normalises it to the same services."""
+    assert set(loaded["services"]) == set(resolved["services"])
+    for name, v1 in resolved["services"].items():
+        v2 = loaded["services"][name]
+        assert v2["image"] == v1["image"], name
+        assert v2.get("command") == v1.get("command"), name
+        assert v2.get("environment", {}) == v1.get("environment", {}), name
+        assert v2.get("profiles") == v1.get("profiles"), name
+        assert v2_ports(v2) == v1.get("ports", []), name
+        assert {k: d["condition"] for k, d in v2.get("depends_on", {}).items()} == {
+            k: d["condition"] for k, d in v1.get("depends_on", {}).items()}, name
+        assert sorted(s["source"] for s in v2.get("secrets", [])) == sorted(
+            s["source"] for s in v1.get("secrets", [])), name
+    assert set(loaded["volumes"]) == set(resolved["volumes"])
+    assert {k: v["file"] for k, v in loaded["secrets"].items()} == {k: v["file"] for k, v in resolved["secrets"].items()}
+
+
+def test_compose_v2_without_a_profile_is_the_scrape_only_recipe(compose_config):
+    result = compose_v2(compose_config)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert set(services) == {"app", "prometheus", "grafana", "alertmanager", "alert-relay"}
+    assert services["app"]["environment"]["OTEL_METRICS_EXPORTER"] == "prometheus"
+
+
+def test_compose_v2_interpolates_secrets_from_the_environment(compose_config, tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    # From the environment alone (no .env): the password and the collector's default target.
+    result = compose_v2(compose_config, "--profile", "*", env_file=empty, GRAFANA_ADMIN_PASSWORD="from-the-env")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "from-the-env"
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_USER"] == "admin"
+    assert services["collector"]["environment"]["PROMETHEUS_REMOTE_WRITE_URL"] == "http://prometheus:9090/api/v1/write"
+    # The environment wins over the env file, as with docker compose.
+    result = compose_v2(compose_config, GRAFANA_ADMIN_PASSWORD="from-the-env", PROMETHEUS_REMOTE_WRITE_URL="x")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "from-the-env"
+    # Neither: refused, naming the variable and where to look.
+    result = compose_v2(compose_config, env_file=empty)
+    assert result.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in result.stderr and ".env.example" in result.stderr
+    # An empty value is no password either (`:?`).
+    result = compose_v2(compose_config, env_file=empty, GRAFANA_ADMIN_PASSWORD="")
+    assert result.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in result.stderr
+
+
+def test_compose_v2_validates_against_the_compose_schema(compose_config, tmp_path):
+    # The checks above could not pass by accident: the loader refuses what the schema does not allow.
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(COMPOSE.read_text().replace("    restart: unless-stopped\n", "    restart: unless-stopped\n"
+                                                  "    restart_policy_typo: always\n", 1))
+    result = compose_v2(compose_config, file=broken)
+    assert result.returncode != 0
+    assert "restart_policy_typo" in result.stderr
+
+
 def go_module_version(gomod: str, module: str) -> str:
     for line in (ROOT / gomod).read_text().splitlines():
         parts = line.split()
@@ -62,17 +162,52 @@ def test_images_are_the_versions_the_tests_build():
     assert services["prometheus"]["image"] == f"prom/prometheus:v{major_minor[0]}.{int(major_minor[1:])}.{prometheus.split('.')[2]}"
     alertmanager = go_module_version("tools/alertmanager/go.mod", "github.com/prometheus/alertmanager")
     assert services["alertmanager"]["image"] == f"prom/alertmanager:{alertmanager}"
-    collector = go_module_version("collector/go.mod", "go.opentelemetry.io/collector/otelcol")      # v0.165.0
+    # The contrib image of release X is built from the contrib modules at vX (its core modules
+    # may be a patch behind, as ours are: core v0.165.0): the image is the contrib release.
+    contrib = {go_module_version("collector/go.mod", f"github.com/open-telemetry/opentelemetry-collector-contrib/{m}")
+               for m in ("exporter/prometheusexporter", "exporter/prometheusremotewriteexporter",
+                         "extension/healthcheckextension", "processor/resourceprocessor")}
+    assert len(contrib) == 1, f"contrib modules at one release: {contrib}"
     repo, _, tag = services["collector"]["image"].rpartition(":")
     assert repo == "otel/opentelemetry-collector-contrib"
-    assert tag.split(".")[:2] == collector.lstrip("v").split(".")[:2], "collector image and module at one release"
+    assert f"v{tag}" == contrib.pop(), "the collector image is the release of the contrib modules we build"
+
+
+def scrape_targets(config: dict) -> dict[str, set[str]]:
+    """{"static" | "dns": {"host:port", ...}} of prometheus.yml."""
+    found: dict[str, set[str]] = {"static": set(), "dns": set()}
+    for job in config["scrape_configs"]:
+        found["static"] |= {t for sc in job.get("static_configs", []) for t in sc["targets"]}
+        found["dns"] |= {f"{name}:{sd['port']}" for sd in job.get("dns_sd_configs", []) for name in sd["names"]}
+    return found
+
+
+def test_profile_only_services_are_discovered_not_listed(resolved):
+    """A static target is scraped whether or not it runs: one naming a service of a profile would be a
+    target that is down for ever without the profile (up == 0). Those are found by DNS instead, which
+    yields no target while the service is not running."""
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    targets = scrape_targets(config)
+    services = resolved["services"]
+    for target in targets["static"]:
+        host = target.rsplit(":", 1)[0]
+        assert host == "localhost" or (host in services and "profiles" not in services[host]), target
+    for target in targets["dns"]:
+        host = target.rsplit(":", 1)[0]
+        assert host in services and services[host].get("profiles"), f"{target}: list it statically"
+    # The collector's own metrics, on the port its telemetry listens on.
+    telemetry = yaml.safe_load(COLLECTOR_CONFIG.read_text())["service"]["telemetry"]["metrics"]["readers"][0]
+    port = telemetry["pull"]["exporter"]["prometheus"]["port"].rsplit(":-", 1)[1].rstrip("}")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["otel-collector"]["dns_sd_configs"] == [
+        {"names": ["collector"], "type": "A", "port": int(port), "refresh_interval": "30s"}]
 
 
 def test_every_app_is_ingested_exactly_once(resolved):
     """Scraped apps are tinywindow targets and do not push; pushing apps are not scraped;
     the collector remote-writes to this Prometheus, so its :8889 exporter must not be scraped too."""
-    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    found = scrape_targets(yaml.safe_load(PROMETHEUS.read_text()))
+    targets = found["static"] | found["dns"]
     collector_env = resolved["services"]["collector"]["environment"]
     assert collector_env["PROMETHEUS_REMOTE_WRITE_URL"] == "http://prometheus:9090/api/v1/write"
     assert "--web.enable-remote-write-receiver" in resolved["services"]["prometheus"]["command"]

@@ -1,5 +1,6 @@
 """The execution rule file on a real Prometheus + Alertmanager: loads healthy, quiet on a calm workload,
-and a silent market-data stream pages end to end."""
+and a silent market-data stream pages end to end. On both toolchains (Prometheus 2.42 + Alertmanager 0.25,
+Prometheus 3.x + Alertmanager 0.35)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import threading
 import urllib.parse
 
 import pytest
-from helpers import fetch, require_tool, wait_until
+from helpers import fetch, wait_until
 
 from monitoring.assets import EXECUTION_RULES, ROOT, alerts_by_name
+from monitoring.toolchain import Toolchain, prometheus_version
 from tinywindow_otel import MetricsServer
 from tinywindow_otel.cli.demo_execution import ExecutionSimulation
 from tinywindow_otel.cli.stack import LocalStack
@@ -49,11 +51,18 @@ def calm_workload():
             thread.join(10)
 
 
-def test_execution_rules_on_a_live_stack(calm_workload):
-    require_tool("prometheus")
-    require_tool("prometheus-alertmanager")
+def assert_runs(stack: LocalStack, toolchain: Toolchain) -> None:
+    """The stack runs this toolchain's binaries (first on PATH), not whichever else is installed."""
+    running = json.loads(fetch(f"{stack.prometheus_url}/api/v1/status/buildinfo"))["data"]["version"]
+    assert running == prometheus_version(toolchain.prometheus), (toolchain.name, running)
+    amtool = json.loads(fetch(f"{stack.alertmanager_url}/api/v2/status"))["versionInfo"]["version"]
+    assert amtool.split(".")[:2] == {"debian": ["0", "25"], "current": ["0", "35"]}[toolchain.name], amtool
+
+
+def test_execution_rules_on_a_live_stack(calm_workload, toolchain):
     with LocalStack(f"127.0.0.1:{calm_workload.port}", assets=ROOT, prometheus_port=0, alertmanager_port=0,
                     interval="1s") as stack:
+        assert_runs(stack, toolchain)
         # The stack starts with the main rule file; add this one beside it and reload, as a deployment would.
         shutil.copy(EXECUTION_RULES, stack.workdir / "alerts" / EXECUTION_RULES.name)
         stack._processes["prometheus"].send_signal(signal.SIGHUP)

@@ -1,4 +1,8 @@
-"""tinywindow_otel/stack.py and `tinywindow-otel stack`: real binaries on loopback, clean start and stop."""
+"""tinywindow_otel/stack.py and `tinywindow-otel stack`: real binaries on loopback, clean start and stop.
+
+The tests that start binaries run on both toolchains (Prometheus 2.42 + Alertmanager 0.25,
+Prometheus 3.x + Alertmanager 0.35: the ``toolchain`` fixture puts one set first on PATH).
+"""
 
 from __future__ import annotations
 
@@ -17,15 +21,15 @@ import urllib.parse
 import pytest
 import yaml
 
-from helpers import fetch, require_tool, wait_until
+from helpers import fetch, wait_until
 from monitoring.assets import ROOT
+from monitoring.toolchain import prometheus_version
 from tinywindow_otel.cli import stack
 
 
 @pytest.fixture
-def binaries():
-    require_tool("prometheus")
-    require_tool("prometheus-alertmanager")
+def binaries(toolchain):
+    return toolchain
 
 
 def refuses_connections(url: str) -> bool:
@@ -84,7 +88,13 @@ def test_stack_command_prints_urls_that_answer_and_stops_cleanly(binaries):
         assert "tinywindow_portfolio_value_usd" in fetch(urls["metrics"])
         assert "Ready" in fetch(urls["prometheus"] + "/-/ready")
         fetch(urls["alertmanager"] + "/-/ready")  # raises unless 200
-        assert json.loads(fetch(urls["alertmanager"] + "/api/v2/status"))["cluster"]["status"] == "disabled"
+        status = json.loads(fetch(urls["alertmanager"] + "/api/v2/status"))
+        assert status["cluster"]["status"] == "disabled"
+        # The command found this toolchain's binaries on PATH.
+        build = json.loads(fetch(urls["prometheus"] + "/api/v1/status/buildinfo"))["data"]["version"]
+        assert build == prometheus_version(binaries.prometheus), (binaries.name, build)
+        assert status["versionInfo"]["version"].split(".")[:2] == {"debian": ["0", "25"], "current": ["0", "35"]}[
+            binaries.name], status["versionInfo"]
 
         def scraped():
             query = 'up{job="tinywindow"} == 1'

@@ -35,7 +35,7 @@ files into the monitoring containers; paths are relative to this folder.
 
 | path | what | mount it at |
 |---|---|---|
-| `prometheus/prometheus.yml` | scrape jobs `tinywindow` (target `app:8000`), `otel-collector` (`collector:8888`), `alertmanager` (`alertmanager:9093`); rules; Alertmanager | `/etc/prometheus/prometheus.yml` |
+| `prometheus/prometheus.yml` | scrape jobs `tinywindow` (target `app:8000`), `otel-collector` (`collector:8888`, found by DNS while the collector runs), `alertmanager` (`alertmanager:9093`); rules; Alertmanager | `/etc/prometheus/prometheus.yml` |
 | `prometheus/*.yml` (others) | blocks for TLS scraping and Prometheus 3's OTLP receiver (see the comment atop each) | merge into `prometheus.yml` |
 | `alerts/` | the alert rules (`*.rules.yml`) and their `promtool` tests | `/etc/prometheus/alerts` |
 | `alerts/alertmanager.yml` | routing by severity to PagerDuty, Slack, a webhook relay, and the Watchdog to a dead-man's switch | `/etc/alertmanager/alertmanager.yml` |
@@ -93,7 +93,7 @@ services:
       - ./dashboards/provisioning:/etc/grafana/provisioning:ro
       - ./dashboards:/etc/grafana/dashboards/tinywindow:ro
   collector:   # only if your apps push OTLP
-    image: otel/opentelemetry-collector-contrib:0.165.0
+    image: otel/opentelemetry-collector-contrib:0.165.1
     command: ["--config=/etc/otelcol-contrib/config.yaml"]
     volumes:
       - ./collector/otelcol.yaml:/etc/otelcol-contrib/config.yaml:ro
