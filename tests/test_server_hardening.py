@@ -207,10 +207,11 @@ def test_an_empty_host_is_refused_not_all_interfaces(host):
 
 
 @pytest.mark.parametrize("kwargs", [{"request_timeout": 0}, {"request_timeout": -1},
-                                    {"max_connections": 0}, {"max_connections": 1.5}])
+                                    {"max_connections": 0}, {"max_connections": 1.5},
+                                    {"port": 70_000}, {"port": -1}, {"port": "8000"}, {"port": True}])
 def test_limits_are_validated(kwargs):
     with pytest.raises(ConfigurationError, match=next(iter(kwargs))):
-        MetricsServer(port=0, **kwargs)
+        MetricsServer(**{"port": 0, **kwargs})
 
 
 def test_stop_racing_start_on_another_thread_never_finds_the_port_taken():

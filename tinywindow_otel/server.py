@@ -240,6 +240,9 @@ class MetricsServer:
             raise ConfigurationError(
                 f"MetricsServer host {host!r} is empty: the socket layer would listen on every interface. "
                 f"Pass {DEFAULT_HOST!r} for loopback, or '0.0.0.0' / '::' to expose the metrics on purpose")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigurationError(f"MetricsServer port must be an int from 0 to 65535 (0: any free port), "
+                                     f"got {port!r}")
         if not request_timeout > 0:
             raise ConfigurationError(f"MetricsServer request_timeout must be > 0 seconds, got {request_timeout!r}")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
