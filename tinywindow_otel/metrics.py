@@ -304,7 +304,9 @@ class Histogram(_Metric[HistogramSeries]):
         super().__init__(name, documentation, labelnames, unit, buckets=_check_buckets(name, buckets), **kwargs)
 
     def _make_series(self, label_values: tuple[str, ...]) -> HistogramSeries:
-        return HistogramSeries(self, label_values, Attributes(zip(self.labelnames, label_values)), self.spec.buckets)
+        spec = self.spec
+        return HistogramSeries(self, label_values, Attributes(zip(self.labelnames, label_values)), spec.buckets,
+                               spec.minimum, spec.maximum)
 
     def observe(self, value: float) -> None:
         self._bind("observe")(value)
