@@ -168,22 +168,25 @@ STATE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_last_decision_timestamp_seconds", G, "Unix time of the agent's last decision.", ("agent",), "s"),
 )
 
-# Metrics about the SDK itself: what it dropped or folded instead of raising.
+# Metrics about the SDK itself: what it dropped or folded instead of raising. Each has one
+# series with empty labels at 0 from the start (Prometheus stores it without labels), so a
+# fresh /metrics shows the self-metrics at 0 and ``sum(...)`` is 0, not empty, until the
+# first drop; drops themselves count in labelled series.
 SELF_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "tinywindow_otel_dropped_measurements_total", C,
         "Measurements dropped by the SDK instead of raising (NaN, infinity, export failure).",
-        ("metric", "reason"), "{measurement}",
+        ("metric", "reason"), "{measurement}", initial=(("", ""),),
     ),
     MetricSpec(
         "tinywindow_otel_label_values_sanitized_total", C,
         "Label values rewritten by the SDK instead of raising (invalid UTF-8, longer than the limit).",
-        ("metric", "reason"), "{value}",
+        ("metric", "reason"), "{value}", initial=(("", ""),),
     ),
     MetricSpec(
         "tinywindow_otel_cardinality_overflow_total", C,
         "Measurements folded into the overflow series because a metric reached its series limit.",
-        ("metric",), "{measurement}",
+        ("metric",), "{measurement}", initial=(("",),),
     ),
 )
 

@@ -90,6 +90,8 @@ class _Metric(Generic[_S]):
         self._lock = threading.Lock()
         self._overflow: _S | None = None
         self.max_series = spec.max_series
+        # The spec's initial label sets do not count against the cap.
+        self._preset = len(spec.initial)
         n = len(spec.labels)
         self._first_label = spec.labels[0] if n == 1 else None
         self._key_of = itemgetter(*spec.labels) if n > 1 else None
@@ -168,7 +170,7 @@ class _Metric(Generic[_S]):
         with self._lock:
             child = self._children.get(canonical)
             if child is None:
-                if len(self._children) >= self.max_series:
+                if len(self._children) - self._preset >= self.max_series:
                     folded = True
                     child = self._overflow
                     if child is None:
@@ -185,10 +187,14 @@ class _Metric(Generic[_S]):
         return self._series_class(self, label_values, Attributes(zip(self.labelnames, label_values)))
 
     def _new_default(self) -> None:
-        """Unlabelled metrics have their one series from the start (shown at 0 before any use)."""
+        """Unlabelled metrics have their one series from the start (shown at 0 before any use),
+        and so have the label sets the spec lists as ``initial``."""
         for name in ("inc", "dec", "set", "observe"):
             self.__dict__.pop(name, None)
         self._default: _S | None = self._make_series(()) if not self.labelnames else None
+        for values in self.spec.initial:
+            canonical = self._canonical(values)
+            self._children[canonical] = self._make_series(canonical)
 
     def _unlabelled(self) -> _S:
         default = self._default
@@ -211,7 +217,8 @@ class _Metric(Generic[_S]):
         canonical = self._canonical(values)
         with self._lock:
             self._children.pop(canonical, None)
-            if self._overflow is not None and self.kind is Kind.GAUGE and len(self._children) < self.max_series:
+            if (self._overflow is not None and self.kind is Kind.GAUGE
+                    and len(self._children) - self._preset < self.max_series):
                 # A folded gauge holds the last value of some label set that may
                 # be gone now: no stale value once there is room again.
                 self._overflow = None
