@@ -120,11 +120,20 @@ class TradeOutcome:
         self.report("failed", None, amount_usd)
 
 
+_STATUSES = frozenset(TRADE_STATUSES)
+
+
 def _read_outcome(value: Any) -> tuple[str, float | None, float | None] | None:
     """(status, pnl, amount_usd) from a status string, a mapping, or an object; None if not an outcome."""
+    # The common returns first, without the Mapping ABC check (it costs more than the rest of a trade).
+    if value is None:
+        return None
+    cls = value.__class__
+    if cls is str:
+        return (value, None, None) if value in _STATUSES else None
     if isinstance(value, str):
         return (value, None, None) if value in TRADE_STATUSES else None
-    if isinstance(value, Mapping):
+    if cls is dict or isinstance(value, Mapping):
         get = value.get
     else:
         def get(key, default=None):

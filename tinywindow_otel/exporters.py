@@ -45,6 +45,7 @@ UNKNOWN_ERROR_TYPE = "unknown"
 
 TRADE_STATUSES = ("filled", "partially_filled", "rejected", "cancelled", "failed")
 """Every status a trade can be recorded with; anything else raises ``ValueError``."""
+_STATUSES = frozenset(TRADE_STATUSES)
 
 STATE_VERSION = 2
 
@@ -165,9 +166,13 @@ class TradingExporter(_Recorder):
         ``tinywindow_last_trade_timestamp_seconds`` (the trading heartbeat).
         """
         # Validate everything before recording anything: a bad argument must
-        # not leave a half-recorded trade behind.
-        pnl_value, amount_value = check_trade(status, pnl, amount_usd)
-        trades = self._trades.labels(status=status, symbol=symbol)
+        # not leave a half-recorded trade behind. A bare status (the common
+        # decorator case) is checked here without a call.
+        if pnl is None and amount_usd is None and status.__class__ is str and status in _STATUSES:
+            pnl_value = amount_value = None
+        else:
+            pnl_value, amount_value = check_trade(status, pnl, amount_usd)
+        trades = self._trades.labels(status, symbol)  # positional: the declared order (status, symbol)
         amount = self._amount.labels(symbol=symbol) if amount_usd is not None else None
         trades.inc()
         if amount is not None:
