@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
 from .calibration import CalibrationTracker, DecisionId
 from .metrics import REGISTRY, MetricRegistry
@@ -67,11 +66,23 @@ if hasattr(os, "register_at_fork"):
 
 
 class _Recorder:
-    """Owns one lock; registered for the at-fork reset."""
+    """Owns one lock and derived state over one registry; registered for the at-fork reset.
 
-    def __init__(self) -> None:
+    The registry resets it too (``tinywindow_otel.testing.reset()``), and it
+    reports what it drops into that registry's self-metrics.
+    """
+
+    def __init__(self, registry: MetricRegistry) -> None:
         self._lock = threading.Lock()
+        self.registry = registry
+        self.drops = registry.drops
         _RECORDERS.add(self)
+        registry.attach_recorder(self)
+
+    def reset(self) -> None:
+        """Forget the derived state (the metrics' values stay)."""
+        with self._lock:
+            self._forget()
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -141,7 +152,7 @@ class TradingExporter(_Recorder):
     """Trades: counts, realised P&L, notional, the win rate derived from them, and a heartbeat."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        super().__init__()
+        super().__init__(registry)
         self._trades = registry.counter("trades_total")
         self._pnl = registry.histogram("trade_pnl_usd")
         self._amount = registry.histogram("trade_amount_usd")
@@ -187,8 +198,7 @@ class TradingExporter(_Recorder):
 
     def reset(self) -> None:
         """Forget the win/loss tally and heartbeat (e.g. at the start of a new trading session)."""
-        with self._lock:
-            self._forget()
+        super().reset()
 
     def _forget(self) -> None:
         self.wins = self.losses = 0
@@ -251,7 +261,7 @@ class _PortfolioGauges(_Recorder):
     RISK_GAUGES = ("drawdown_pct", "daily_pnl_pct", "leverage_ratio", "portfolio_var_95")
 
     def __init__(self, registry: MetricRegistry) -> None:
-        super().__init__()
+        super().__init__(registry)
         self.gauges = {attr: registry.gauge(attr) for attr in self.RISK_GAUGES}
         self.positions = registry.gauge("active_positions")
         self.notional = registry.gauge("position_notional_usd")
@@ -282,7 +292,7 @@ class _PortfolioGauges(_Recorder):
         elif math.isfinite(notional):
             self.notional.labels(symbol=key).set(notional)
         else:  # an overflowing size * price: no value rather than a stale one
-            _drops.dropped(self.notional.name, "nan" if notional != notional else "inf", notional)
+            self.drops.dropped(self.notional.name, "nan" if notional != notional else "inf", notional)
             self.notional.remove(key)
 
     def export_positions(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -320,6 +330,12 @@ class _PortfolioGauges(_Recorder):
 
     def reset_owners(self) -> None:
         with self._lock:
+            self.explicit.clear()
+
+    def reset(self) -> None:
+        """With the registry's series cleared: no snapshot, nothing published, every risk gauge derived."""
+        with self._lock:
+            self.snapshot, self.published = {}, set()
             self.explicit.clear()
 
     def _forget(self) -> None:
@@ -363,7 +379,7 @@ class PortfolioExporter(_Recorder):
         if var_method is not None and var_method not in VAR_METHODS:
             raise ValueError(f"tinywindow_portfolio_var_95: var_method must be one of "
                              f"{', '.join(VAR_METHODS)} or None, got {var_method!r}")
-        super().__init__()
+        super().__init__(registry)
         self._value = registry.gauge("portfolio_value_usd")
         self._unrealized = registry.gauge("unrealized_pnl_usd")
         self._gauges = _portfolio_gauges(registry)
@@ -451,7 +467,7 @@ class PortfolioExporter(_Recorder):
     def _set_leverage(self, notional_by_symbol: Mapping, sizes: Mapping, equity: float) -> None:
         missing = [symbol for symbol in sizes if symbol not in notional_by_symbol]
         if missing:
-            _drops.dropped(self._risk.gauges["leverage_ratio"].name, "missing_price", missing[0])
+            self.drops.dropped(self._risk.gauges["leverage_ratio"].name, "missing_price", missing[0])
             self._risk.set_derived("leverage_ratio", None)
             return
         gross = math.fsum(notional_by_symbol[symbol] for symbol in sizes)
@@ -470,8 +486,7 @@ class PortfolioExporter(_Recorder):
 
     def reset(self) -> None:
         """Forget the peak, day-start value and returns window; risk gauges set via ``risk_exporter`` are derived again."""
-        with self._lock:
-            self._forget()
+        super().reset()
         self._gauges.reset_owners()
 
     def _forget(self) -> None:
@@ -557,6 +572,7 @@ class APIExporter:
     """External API calls: every request counted, failures also by error type."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
+        self.registry = registry
         self.requests = registry.counter("api_requests_total")
         self.errors = registry.counter("api_errors_total")
         self.latency = registry.histogram("api_latency_seconds")
@@ -585,10 +601,12 @@ class APIExporter:
 class BoundDecisions:
     """One agent's series, looked up once (what ``agent_decision(agent)`` records into)."""
 
-    __slots__ = ("agent", "_key", "_exporter", "_decisions", "_confidence", "_confidence_name", "_heartbeat")
+    __slots__ = ("agent", "drops", "_key", "_exporter", "_decisions", "_confidence", "_confidence_name",
+                 "_heartbeat")
 
     def __init__(self, exporter: AgentExporter, agent: str) -> None:
         self.agent = agent
+        self.drops = exporter.drops
         self._key = _label_key(agent)
         self._exporter = exporter
         self._decisions = exporter.decisions
@@ -616,7 +634,7 @@ class AgentExporter(_Recorder):
     """Agent decisions: count by action, the confidence distribution, and a heartbeat per agent."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        super().__init__()
+        super().__init__(registry)
         self.decisions = registry.counter("agent_decisions_total")
         self.confidence = registry.histogram("agent_confidence")
         self.last_decision = registry.gauge("last_decision_timestamp_seconds")
@@ -648,10 +666,6 @@ class AgentExporter(_Recorder):
     def record_outcome(self, decision_id: DecisionId, pnl: float) -> bool:
         """Link a later trade's realised P&L to a decision: outcomes by confidence decile and the Brier score."""
         return self.calibration.record_outcome(decision_id, pnl)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._forget()
 
     def _forget(self) -> None:
         self.last_decision_times = {}
@@ -693,7 +707,7 @@ class SafetyExporter(_Recorder):
     """Safety events and state: circuit breaker trips / open, kill switch activations / engaged."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        super().__init__()
+        super().__init__(registry)
         self._trips = registry.counter("circuit_breaker_trips")
         self._kills = registry.counter("kill_switch_activations")
         self._open = registry.gauge("circuit_breaker_open")
@@ -730,10 +744,6 @@ class SafetyExporter(_Recorder):
         with self._lock:
             state.set(0)
             self.kill_switches[_label_key(mode)] = False
-
-    def reset(self) -> None:
-        with self._lock:
-            self._forget()
 
     def _forget(self) -> None:
         self.breakers, self.kill_switches = {}, {}

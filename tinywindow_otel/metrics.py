@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
@@ -99,6 +100,19 @@ class _Metric(Generic[_S]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} labels={list(self.labelnames)}>"
+
+    def set_series_class(self, series_class: type[_S]) -> None:
+        """Make every series created from now on a ``series_class`` (a subclass of this kind's series).
+
+        For a value computed at collection time (``exchange.feed()``'s age is
+        a ``GaugeSeries`` whose ``get()`` reads a clock). Series that already
+        exist keep their class; ``remove()`` one to re-create it.
+        """
+        base = type(self)._series_class
+        if not (isinstance(series_class, type) and issubclass(series_class, base)):
+            raise TypeError(f"{self.name}: series_class must be a subclass of {base.__name__}, got {series_class!r}")
+        with self._lock:
+            self._series_class = series_class
 
     def set_max_series(self, limit: int) -> None:
         """Cap the distinct label sets of this metric (the catalog sets a default).
@@ -236,7 +250,7 @@ class _Metric(Generic[_S]):
             children = list(self._children.values())
             default = self._default
             # An unlabelled gauge's series counts once it has a value (no value, no sample).
-            if default is not None and (not isinstance(default, GaugeSeries) or default._value is not None):
+            if default is not None and (not isinstance(default, GaugeSeries) or default.get() is not None):
                 children.insert(0, default)
             if self._overflow is not None:
                 children.append(self._overflow)
@@ -356,6 +370,8 @@ class MetricRegistry:
         self._exposed: dict[str, str] = {}
         self._on_first_use: Callable[[], None] | None = None
         self._started = False
+        # Recorders holding state derived from this registry's metrics (win rate tally, peaks, ...).
+        self._recorders: weakref.WeakSet = weakref.WeakSet()
         for spec in specs:
             self.register(_CLASSES[spec.kind]._from_spec(spec, self))
 
@@ -444,6 +460,19 @@ class MetricRegistry:
         """Remove every series of every metric (label sets included)."""
         for metric in self:
             metric.clear()
+
+    def attach_recorder(self, recorder) -> None:
+        """Have :meth:`reset_recorders` call ``recorder.reset()`` (kept by weak reference).
+
+        For objects that derive state from this registry's metrics: the
+        domain recorders of ``exporters``, ``calibration`` and ``exchange``.
+        """
+        self._recorders.add(recorder)
+
+    def reset_recorders(self) -> None:
+        """Reset the derived state of every attached recorder (``tinywindow_otel.testing.reset()`` calls it)."""
+        for recorder in list(self._recorders):
+            recorder.reset()
 
     def after_fork_in_child(self) -> None:
         """Fresh locks (a parent thread may have held one at fork time), then zeroed values."""

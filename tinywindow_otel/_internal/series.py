@@ -68,6 +68,11 @@ class Series:
         """The metric (family) name, for error messages and drop reports."""
         return self._family.name
 
+    @property
+    def drops(self):
+        """The drop reporter of the registry this series belongs to."""
+        return self._family.drops
+
     def _dropped(self, reason: str, value: object) -> None:
         self._family.drops.dropped(self._family.name, reason, value)
 
@@ -122,6 +127,15 @@ class CounterSeries(Series):
 
     def get(self) -> float:
         return self._value
+
+    @staticmethod
+    def points(series: list[CounterSeries], point, now_ns: int) -> list:
+        """``point(attributes, created_ns, now_ns, value)`` for each series: the producer's bulk read.
+
+        One comprehension over the stored values (a scrape of 10k counters
+        spends most of its time here; a ``get()`` call per series would add to it).
+        """
+        return [point(s.attributes, s.created_ns, now_ns, s._value) for s in series]
 
     def count_exceptions(self, exception: type[BaseException] | tuple = Exception):
         """Decorator / context manager: +1 per call raising ``exception`` (sync, async, generators)."""
