@@ -40,9 +40,6 @@ __all__ = [
 # prometheus_client's default buckets, for a Histogram declared without any.
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _DEFAULT = object()
-# The names modules used before these moved to ``_internal`` (import them from there).
-_check_number = check_number
-_drops = default_drops
 # The series class of a metric family: what ``labels()`` returns.
 _S = TypeVar("_S", bound=Series)
 _M = TypeVar("_M", "Counter", "Gauge", "Histogram")
