@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib  # Python >= 3.11
+except ModuleNotFoundError:  # 3.9/3.10: the same parser, from PyPI
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        sys.exit(".ci/floors.py reads pyproject.toml: run it with Python >= 3.11, or `pip install tomli` first")
 
 ROOT = Path(__file__).resolve().parent.parent
 # Test-only packages whose versions must match the OTel floors (same release train).

@@ -8,7 +8,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tinywindow_otel import MetricsServer  # noqa: E402
-from tinywindow_otel.exporters import portfolio_exporter, trading_exporter  # noqa: E402
 from tinywindow_otel.testing import reset_values  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,8 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def clean_registry():
     """Every test starts with no series and fresh derived-value state."""
     reset_values()
-    trading_exporter.reset()
-    portfolio_exporter.reset()
     yield
 
 

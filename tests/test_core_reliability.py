@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import sys
 import threading
 import time
 
@@ -13,7 +15,7 @@ from otlp_receiver import Blackhole, OTLPReceiver, metrics_of, point
 import tinywindow_otel as tw
 from tinywindow_otel import Counter, Gauge, Histogram, MetricsServer, pipeline
 from tinywindow_otel.config import ConfigurationError, Settings
-from tinywindow_otel.metrics import OVERFLOW_LABEL_VALUE, REGISTRY, MetricRegistry
+from tinywindow_otel.metrics import OVERFLOW_LABEL_VALUE, REGISTRY, GaugeSeries, MetricRegistry
 from tinywindow_otel.testing import reset
 
 SANITIZED = "tinywindow_otel_label_values_sanitized_total"
@@ -312,27 +314,78 @@ def test_a_gauge_whose_first_value_is_nan_publishes_no_invented_zero():
     assert "# TYPE tinywindow_portfolio_value_usd gauge" in text  # the family is still announced
 
 
+def _lines_of(function, text: str) -> set[int]:
+    source, first = inspect.getsourcelines(function)
+    return {first + i for i, line in enumerate(source) if text in line}
+
+
 def test_gauge_set_races_inc_without_losing_updates():
+    """A set() landing inside an inc()'s read-modify-write waits for it: the set value is never
+    overwritten by the total inc() computed from the value before it.
+
+    The interleaving is forced, not hoped for: a trace function stops the incrementing thread
+    right before it stores its total (the old value already read), and lets it go once the
+    other thread has reached set()'s lock (it then blocks there) or finished set() without one.
+    """
     series = tw.active_positions.labels(symbol="RACE")
     series.set(0)
-    barrier = threading.Barrier(2)
+    store_lines = _lines_of(GaugeSeries._add, "self._value = total")
+    acquire_lines = _lines_of(GaugeSeries.set, ".acquire()")  # none if set() takes no lock
+    assert store_lines, "GaugeSeries._add no longer stores `self._value = total`: update this test"
+    paused, set_reached = threading.Event(), threading.Event()
+    stores = [0]
+    incs, pause_at = 1000, 500
 
-    def incs() -> None:
-        barrier.wait()
-        for _ in range(20_000):
-            series.inc()
+    def inc_tracer(frame, event, arg):
+        if frame.f_code is not GaugeSeries._add.__code__:
+            return None
 
-    def sets() -> None:
-        barrier.wait()
-        for _ in range(2_000):
-            series.set(series.get())  # read-then-set under the lock each time: never below the incs so far
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno in store_lines:
+                stores[0] += 1
+                if stores[0] == pause_at:
+                    paused.set()
+                    set_reached.wait(10)
+            return local
+        return local
 
-    threads = [threading.Thread(target=incs), threading.Thread(target=sets)]
+    def set_tracer(frame, event, arg):
+        if frame.f_code is not GaugeSeries.set.__code__:
+            return None
+
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno in acquire_lines:
+                set_reached.set()  # about to wait for the lock the paused inc() holds
+            return local
+        return local
+
+    def incrementer() -> None:
+        sys.settrace(inc_tracer)
+        try:
+            for _ in range(incs):
+                series.inc()
+        finally:
+            sys.settrace(None)
+
+    def setter() -> None:
+        assert paused.wait(10)
+        sys.settrace(set_tracer)
+        try:
+            series.set(-1e9)
+        finally:
+            sys.settrace(None)
+            set_reached.set()
+
+    threads = [threading.Thread(target=incrementer, daemon=True), threading.Thread(target=setter, daemon=True)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert 0 < series.get() <= 20_000
+    assert not any(thread.is_alive() for thread in threads), "the race did not finish"
+    assert paused.is_set(), "the incrementing thread never reached its store"
+    # The paused inc() stored first, then the set, then some of the remaining increments (the set
+    # may get the lock any time after the paused inc() releases it). A lost set leaves 1000.
+    assert -1e9 <= series.get() <= -1e9 + (incs - pause_at)
 
 
 # --- your own metrics -------------------------------------------------------------------------------

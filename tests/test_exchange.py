@@ -18,8 +18,9 @@ from helpers import sample_value, wait_until
 
 from tinywindow_otel import exchange as exchange_module
 from tinywindow_otel.catalog import EXCHANGE_METRICS
-from tinywindow_otel.exchange import feed, instrument_ccxt, rate_limit_used_ratio, record_rate_limit
+from tinywindow_otel.exchange import feed, instrument_ccxt, rate_limit_used_ratio, record_rate_limit, tracked_orders
 from tinywindow_otel.metrics import REGISTRY
+from tinywindow_otel.testing import reset_values
 
 AGE = "tinywindow_exchange_feed_age_seconds"
 
@@ -33,7 +34,7 @@ def metric_value(name, *labels):
 
 def test_feed_age_is_computed_at_collection_time(scrape_metrics):
     trades = feed("binance", "trades")
-    trades._series.set(30.0)  # as if the last message was 30 s ago
+    trades.set_age(30.0)  # as if the last message was 30 s ago
     first = sample_value(scrape_metrics(), AGE, venue="binance", stream="trades")
     assert 30.0 <= first < 40.0
     # Nothing is recorded in between: the age still grows, scrape by scrape.
@@ -47,7 +48,7 @@ def test_a_feed_that_never_delivers_ages_from_when_it_was_opened():
     silent = feed("kraken", "book")
     assert 0.0 <= silent.age < 5.0
     again = feed("kraken", "book")  # the same stream shares its clock
-    silent._series.set(100.0)
+    silent.set_age(100.0)
     assert again.age >= 100.0
 
 
@@ -66,12 +67,12 @@ def test_feed_bad_labels_raise_naming_the_metric():
     with pytest.raises(TypeError, match=AGE):
         feed(None, "trades")
     with pytest.raises(TypeError, match=AGE):
-        feed("binance", "trades")._series.set("30 s")
+        feed("binance", "trades").set_age("30 s")
 
 
 def test_feed_age_nan_is_dropped_and_counted():
     ws = feed("binance", "ticker")
-    ws._series.set(float("nan"))
+    ws.set_age(float("nan"))
     assert 0.0 <= ws.age < 5.0
     assert REGISTRY.get("tinywindow_otel_dropped_measurements_total").labels(AGE, "nan").get() == 1.0
 
@@ -184,14 +185,15 @@ def test_fake_exchange_open_order_followed_through_fetch_and_cancel():
     ex.next_fill = 0.5
     placed = ex.create_order("ETH/USDT", "limit", "sell", 2.0, 100.0)
     assert placed["status"] == "open"
-    assert ex._tinywindow_tracker.open
+    [(order_id, followed)] = tracked_orders(ex).items()
+    assert order_id == placed["id"] and followed.filled_quantity == 0.5 and not followed.closed
     ex.fetch_order(placed["id"])  # still open: nothing closes
     assert metric_value("tinywindow_orders_total", "fakex", "partially_filled") == 0.0
     ex.cancel_order(placed["id"])
     assert metric_value("tinywindow_orders_total", "fakex", "partially_filled") == 1.0
     assert REGISTRY.get("tinywindow_order_latency_seconds").labels("fakex", "cancel").snapshot()[0] != [0] * 16
     assert sum(REGISTRY.get("tinywindow_order_latency_seconds").labels("fakex", "cancel").snapshot()[0]) == 1
-    assert not ex._tinywindow_tracker.open
+    assert tracked_orders(ex) == {}
 
 
 def test_fake_exchange_rejection_is_counted_by_exception_class_and_propagates():
@@ -235,17 +237,60 @@ def test_tracked_open_orders_are_bounded(monkeypatch):
     ex.next_fill = 0.0
     for _ in range(20):
         ex.create_order("BTC/USDT", "limit", "buy", 1.0, 100.0)
-    assert len(ex._tinywindow_tracker.open) == 5
+    assert len(tracked_orders(ex)) == 5
     dropped = REGISTRY.get("tinywindow_otel_dropped_measurements_total")
     assert dropped.labels("tinywindow_orders_total", "untracked_order").get() == 15.0
 
 
+class BrokenHeadersExchange(FakeExchange):
+    """An exchange object whose response headers cannot even be read."""
+
+    @property
+    def last_response_headers(self):
+        raise RuntimeError("headers unavailable")
+
+    @last_response_headers.setter
+    def last_response_headers(self, value):
+        pass
+
+
 def test_telemetry_fault_never_breaks_the_exchange_call():
-    ex = FakeExchange()
-    ex.last_response_headers = None
-    instrument_ccxt(ex)
-    ex._tinywindow_tracker.after = None  # a broken tracker
+    ex = instrument_ccxt(BrokenHeadersExchange())
     assert ex.fetch_ticker("BTC/USDT")["bid"] == 99.0
+    dropped = REGISTRY.get("tinywindow_otel_dropped_measurements_total")
+    assert dropped.labels("tinywindow_api_requests_total", "instrumentation_error").get() == 1.0
+    assert metric_value("tinywindow_api_requests_total", "fakex") == 1.0  # recorded before the fault
+
+
+def test_tracked_orders_needs_an_instrumented_exchange_and_reset_forgets_them():
+    with pytest.raises(TypeError, match="not instrumented"):
+        tracked_orders(FakeExchange())
+    ex = instrument_ccxt(FakeExchange())
+    ex.next_fill = 0.0
+    ex.create_order("BTC/USDT", "limit", "buy", 1.0, 100.0)
+    assert len(tracked_orders(ex)) == 1
+    reset_values()  # what tests start from: no series, so no order is followed either
+    assert tracked_orders(ex) == {}
+
+
+class UnhashableExchange(FakeExchange):
+    """Compares by value, so it has no hash: it cannot be a weak dictionary key."""
+
+    def __eq__(self, other):
+        return isinstance(other, UnhashableExchange) and other.id == self.id
+
+
+def test_an_unhashable_exchange_is_instrumented_once():
+    ex = UnhashableExchange()
+    assert instrument_ccxt(ex) is ex
+    wrapped = ex.fetch_ticker
+    instrument_ccxt(ex)
+    assert ex.fetch_ticker is wrapped
+    ex.next_fill = 0.0
+    ex.create_order("BTC/USDT", "limit", "buy", 1.0, 100.0)
+    assert len(tracked_orders(ex)) == 1
+    with pytest.raises(TypeError, match="not instrumented"):
+        tracked_orders(UnhashableExchange())  # equal, but another object
 
 
 # --- the real ccxt package -------------------------------------------------------------------

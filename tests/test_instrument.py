@@ -12,9 +12,8 @@ from helpers import sample_value
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinywindow_otel import api_errors_total, api_latency_seconds, trade_pnl_usd
+from tinywindow_otel import api_errors_total, api_latency_seconds, trade_pnl_usd, trades_total
 from tinywindow_otel.catalog import LATENCY_BUCKETS
-from tinywindow_otel.exporters import trading_exporter
 from tinywindow_otel.decorators import TRADE_STATUSES, agent_decision, api_call, trade
 from tinywindow_otel.metrics import REGISTRY, HistogramSeries
 
@@ -359,7 +358,7 @@ def test_trade_symbol_from_the_call(kind):
     wrapped = trade()(place)
     drive(kind, wrapped, "ETH/USDT", amount=3)
     status = "filled" if kind == "agen" else "cancelled"
-    assert trading_exporter._trades.labels(status=status, symbol="ETH/USDT").get() == 1
+    assert trades_total.labels(status=status, symbol="ETH/USDT").get() == 1
 
 
 def test_trade_without_symbol_needs_a_symbol_argument():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -124,3 +125,55 @@ def test_typed_registry_lookups_return_the_metric_and_name_a_wrong_kind():
         registry.gauge("trades_total")
     with pytest.raises(KeyError):
         registry.counter("no_such_metric")
+
+
+# --- physical ranges of histogram observations ---------------------------------------------------
+
+BOUNDED = [
+    ("tinywindow_api_latency_seconds", ("claude",), -1, "observations must be >= 0"),
+    ("tinywindow_trade_amount_usd", ("BTC/USDT",), -5, "observations must be >= 0"),
+    ("tinywindow_agent_confidence", ("analyst",), 1.5, r"observations must be in \[0, 1\]"),
+    ("tinywindow_agent_confidence", ("analyst",), -0.2, r"observations must be in \[0, 1\]"),
+    ("tinywindow_order_fill_ratio", ("binance",), 1.01, r"observations must be in \[0, 1\]"),
+    ("tinywindow_order_latency_seconds", ("binance", "ack"), -0.001, "observations must be >= 0"),
+    ("gen_ai.client.token.usage", ("chat", "anthropic", "claude", "input"), -3, "observations must be >= 0"),
+    ("gen_ai.client.operation.duration", ("chat", "anthropic", "claude", ""), -2.5, "observations must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("name, labels, value, message", BOUNDED)
+def test_an_observation_outside_the_physical_range_raises_naming_metric_and_value(name, labels, value, message):
+    registry = MetricRegistry()
+    histogram = registry.get(name)
+    series = histogram.labels(*labels)
+    with pytest.raises(ValueError, match=rf"{re.escape(name)}: {message}, got {value!r}"):
+        series.observe(value)
+    counts, total, _, _ = series.snapshot()
+    assert sum(counts) == 0 and total == 0.0  # nothing recorded: the sum never goes down
+    low = 0 if value < 0 else 1  # the bound itself is inside
+    series.observe(low)
+    assert sum(series.snapshot()[0]) == 1
+
+
+def test_signed_histograms_keep_negative_values_and_bounds_leave_nan_inf_to_the_drop_counter():
+    registry = MetricRegistry()
+    pnl, slippage = registry.histogram("trade_pnl_usd"), registry.histogram("slippage_bps").labels("binance", "buy")
+    pnl.observe(-120.5)
+    slippage.observe(-3.0)
+    assert pnl.series()[0].snapshot()[1] == -120.5 and slippage.snapshot()[1] == -3.0
+    latency = registry.histogram("api_latency_seconds").labels("claude")
+    for bad in (math.nan, -math.inf, math.inf):
+        latency.observe(bad)  # data, not a programming error: dropped and counted, never raised
+    dropped = registry.counter("otel_dropped_measurements_total")
+    assert dropped.labels("tinywindow_api_latency_seconds", "nan").get() == 1
+    assert dropped.labels("tinywindow_api_latency_seconds", "inf").get() == 2
+    assert sum(latency.snapshot()[0]) == 0
+
+
+def test_your_own_histogram_is_unbounded():
+    registry = MetricRegistry(())
+    from tinywindow_otel import Histogram
+
+    mine = Histogram("temperature_celsius", "A signed reading", buckets=(-10, 0, 10), registry=registry)
+    mine.observe(-40)
+    assert mine.series()[0].snapshot()[:2] == ([1, 0, 0, 0], -40.0)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -346,3 +347,42 @@ def test_fork_child_reports_only_its_own_recordings(receiver):
     assert resource_of(latest)["service.instance.id"] == parent_id
     assert point(metrics_of(latest)["tinywindow_trades_total"], status="filled", symbol="BTC/USDT").as_double == 5
     assert point(metrics_of(latest)[PNL]).sum == -300.0
+
+
+def _export_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "OtelPeriodicExportingMetricReader" and t.is_alive()]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_has_exactly_one_export_thread(receiver):
+    """The SDK restarts the parent reader's export thread in a child; the at-fork handler stops that
+    one, so only the child's own pipeline exports from the child (no ghost thread)."""
+    p = push_to(receiver)
+    assert len(_export_threads()) == 1
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child = pipeline.get_pipeline()
+            wait_until(lambda: len(_export_threads()) == 1, timeout=10, interval=0.01,
+                       what="the parent's export thread to stop in the child")
+            tw.trades_total.labels("filled", "FORK/USDT").inc()
+            ok = child is not p and child.force_flush(5_000) and len(_export_threads()) == 1
+            code = 0 if ok else 2
+        except AssertionError:
+            code = 3  # still more than one export thread
+        finally:
+            os._exit(code)
+
+    def reaped():
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return (done, status) if done else None
+
+    try:
+        _, status = wait_until(reaped, timeout=30, what="the forked child to exit")
+    except AssertionError:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise
+    assert os.waitstatus_to_exitcode(status) == 0, "3: a ghost export thread in the child; 2: its flush failed"
+    assert len(_export_threads()) == 1  # the parent's own, untouched

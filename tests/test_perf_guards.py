@@ -103,3 +103,41 @@ def test_repeated_scrapes_reuse_cached_line_text():
     body, _ = pipeline.render()
     assert series.attributes.line[3] is template  # not rebuilt for a series that only changed value
     assert b'tinywindow_api_latency_seconds_count{service="claude"} 2.0' in body
+
+
+def _python_calls(func) -> list[str]:
+    """The Python functions ``func()`` calls (by name), from a profile hook: what a call costs in frames."""
+    called: list[str] = []
+
+    def hook(frame, event, arg):
+        if event == "call":
+            name = frame.f_code.co_name
+            if name == "labels" and frame.f_locals.get("kwargs"):
+                name = "labels(**kwargs)"
+            called.append(name)
+
+    sys.setprofile(hook)
+    try:
+        func()
+    finally:
+        sys.setprofile(None)
+    return called[1:]  # func itself
+
+
+def test_a_decorated_trade_takes_the_fast_paths():
+    """``trade()`` around a function returning None or a status: no ABC isinstance check, no
+    ``check_trade()`` call, no keyword ``labels()`` (each cost about as much as the rest of the trade)."""
+    from tinywindow_otel.decorators import trade
+    from tinywindow_otel.exporters import TradingExporter
+    from tinywindow_otel.metrics import MetricRegistry
+
+    registry = MetricRegistry()
+    recorder = TradingExporter(registry)
+    for result in (None, "filled", "rejected"):
+        placed = trade("BTC/USDT", exporter=recorder)(lambda result=result: result)
+        placed()  # warm-up: series created, methods bound
+        called = _python_calls(placed)
+        assert "__instancecheck__" not in called, called
+        assert "check_trade" not in called, called
+        assert called.count("labels") == 1 and "labels(**kwargs)" not in called, called
+    assert registry.counter("trades_total").labels("rejected", "BTC/USDT").get() == 2

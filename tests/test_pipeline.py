@@ -82,7 +82,9 @@ def test_a_fresh_scrape_shows_every_family_unlabelled_counters_at_zero_and_no_in
     for spec in catalog.ALL_METRICS:
         samples = families[spec.exposed_name].samples
         assert families[spec.exposed_name].type == spec.prometheus_type, spec.name
-        if spec.labels or spec.kind is Kind.GAUGE:
+        if spec.initial:  # the self-metrics: one series with empty labels, at 0
+            assert [(s.labels, s.value) for s in samples] == [({n: "" for n in spec.labels}, 0)], spec.name
+        elif spec.labels or spec.kind is Kind.GAUGE:
             assert samples == [], spec.name  # no label set known yet; a gauge has no value yet
         else:
             assert samples and all(s.value == 0 for s in samples), spec.name

@@ -328,12 +328,19 @@ def test_the_first_scrape_shows_what_the_readme_says():
     said = " ".join(paragraph.split())
     assert "unlabelled histogram (`tinywindow_trade_pnl_usd`) shows its series at 0" in said
     assert "unlabelled gauge (`tinywindow_win_rate`, `tinywindow_portfolio_value_usd`) shows no sample" in said
+    assert "each `tinywindow_otel_*` self-metric (one series with empty labels" in said
     families = parse_all(run_program(SHOW_METRICS).split(MARKER, 1)[1])  # a fresh process, nothing recorded
     assert {spec.exposed_name for spec in ALL_METRICS} <= set(families)  # HELP and TYPE of every family
     assert sample_value(families, "tinywindow_trade_pnl_usd_count") == 0
     for gauge in ("tinywindow_win_rate", "tinywindow_portfolio_value_usd"):
         assert families[gauge].samples == [], gauge
     assert families["tinywindow_trades_total"].samples == []  # labelled: no label set used yet
+    self_metrics = [spec.exposed_name for spec in ALL_METRICS if spec.exposed_name.startswith("tinywindow_otel_")
+                    and spec.kind.value == "counter"]
+    assert self_metrics
+    for name in self_metrics:
+        samples = [(set(s.labels.values()), s.value) for s in families[name].samples if s.name == name]
+        assert samples == [({""}, 0.0)], name  # every label empty: stored without labels
 
 
 def slug(heading: str) -> str:

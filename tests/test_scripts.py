@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,3 +57,21 @@ def test_bootstrap_installs_once_then_only_when_the_project_or_extras_change(tmp
     out, runs = bootstrap(root, "otlp")  # a new extra
     assert "installing tinywindow-otel[otlp]" in out and runs
     assert bootstrap(root, "otlp") == ("", [])
+
+
+def _floors(block: str) -> subprocess.CompletedProcess:
+    """Run .ci/floors.py with the named modules made unimportable (as on an interpreter without them)."""
+    import sys
+
+    code = (f"import runpy, sys\nfor name in {block!r}.split(): sys.modules[name] = None\n"
+            "sys.argv = ['.ci/floors.py']\nrunpy.run_path('.ci/floors.py', run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_ci_floors_pins_every_lower_bound_and_says_what_it_needs_without_tomllib():
+    pins = _floors("").stdout.split()
+    assert "opentelemetry-sdk==" + re.search(r'"opentelemetry-sdk>=([^,"]+)', (ROOT / "pyproject.toml").read_text()
+                                             ).group(1) in pins
+    without = _floors("tomllib tomli")  # Python 3.10 without tomli
+    assert without.returncode == 1 and "Traceback" not in without.stderr
+    assert "Python >= 3.11, or `pip install tomli`" in without.stderr

@@ -37,7 +37,6 @@ from itertools import count
 from typing import Any, NamedTuple
 
 from ._internal.forksafe import reset_after_fork
-from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
 from .metrics import REGISTRY, MetricRegistry
 
@@ -84,6 +83,7 @@ class CalibrationTracker:
         ttl = _check_number(EXPIRED, ttl_seconds, "ttl_seconds")
         if not (0 < ttl < math.inf):
             raise ValueError(f"{EXPIRED}: ttl_seconds must be a finite number > 0, got {ttl_seconds!r}")
+        self.drops = registry.drops
         self._outcomes = registry.get(OUTCOMES)
         self._brier = registry.get(BRIER)
         self._expired = registry.get(EXPIRED)
@@ -95,6 +95,7 @@ class CalibrationTracker:
         self._linked: OrderedDict[tuple[str, float, int], None] = OrderedDict()
         self._errors: dict[str, deque[float]] = {}
         reset_after_fork(self)
+        registry.attach_recorder(self)
 
     def __len__(self) -> int:
         """Linked ids remembered to catch duplicates (never more than ``max_linked``)."""
@@ -123,7 +124,7 @@ class CalibrationTracker:
         value = _check_number(OUTCOMES, pnl, "pnl")
         decision = self._decision(decision_id)
         if math.isnan(value) or math.isinf(value):
-            _drops.dropped(OUTCOMES, "nan" if math.isnan(value) else "inf", pnl)
+            self.drops.dropped(OUTCOMES, "nan" if math.isnan(value) else "inf", pnl)
             return False
         agent, confidence, decided_at, serial = decision
         now = time.time() if now is None else now
@@ -140,7 +141,7 @@ class CalibrationTracker:
                 if len(self._linked) > self.max_linked:
                     self._linked.popitem(last=False)
         if duplicate:
-            _drops.dropped(OUTCOMES, "duplicate_outcome", decision_id)
+            self.drops.dropped(OUTCOMES, "duplicate_outcome", decision_id)
             return False
         if value == 0:
             return False  # breakeven: neither a win nor a loss

@@ -45,6 +45,13 @@ class MetricSpec:
     unit: str = ""
     buckets: tuple[float, ...] = ()
     max_series: int = DEFAULT_MAX_SERIES
+    # The range a histogram's observations must be in (None: unbounded on that side). Only
+    # physical bounds: a latency, an amount, a token count cannot be negative; P&L and
+    # slippage are signed. An observation outside raises ValueError naming the metric.
+    minimum: float | None = None
+    maximum: float | None = None
+    # Label sets that exist from the start (and again after ``clear()``), at 0.
+    initial: tuple[tuple[str, ...], ...] = ()
 
     @property
     def attr(self) -> str:
@@ -88,6 +95,19 @@ class MetricSpec:
     def is_self_metric(self) -> bool:
         return self.name.startswith(SELF_PREFIX)
 
+    @property
+    def value_range(self) -> str:
+        """What an observation may be, for the reference: ``>= 0``, ``0..1``, ``any`` (histograms only)."""
+        if self.kind is not Kind.HISTOGRAM:
+            return "-"
+        if self.minimum is None and self.maximum is None:
+            return "any"
+        if self.maximum is None:
+            return f">= {self.minimum:g}"
+        if self.minimum is None:
+            return f"<= {self.maximum:g}"
+        return f"{self.minimum:g}..{self.maximum:g}"
+
 
 # Latency in seconds; 5 s (the HighAPILatency threshold) is a boundary so the
 # alert's p95 is exact at the threshold, and LLM calls up to a minute resolve.
@@ -109,7 +129,8 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_trades_total", C, "Total trades by status and symbol.", ("status", "symbol"), "{trade}",
                max_series=4 * MAX_SYMBOLS),  # ~4 statuses per symbol
     MetricSpec("tinywindow_trade_pnl_usd", H, "Realised P&L per closed trade in USD; losses are negative.", (), "usd", PNL_BUCKETS),
-    MetricSpec("tinywindow_trade_amount_usd", H, "Notional amount per trade in USD.", ("symbol",), "usd", AMOUNT_BUCKETS, MAX_SYMBOLS),
+    MetricSpec("tinywindow_trade_amount_usd", H, "Notional amount per trade in USD.", ("symbol",), "usd", AMOUNT_BUCKETS, MAX_SYMBOLS,
+               minimum=0.0),
     MetricSpec("tinywindow_win_rate", G, "Percent (0-100) of closed trades with pnl > 0 among those with pnl != 0.", (), "{percent}"),
     # Position metrics
     MetricSpec("tinywindow_active_positions", G, "Signed position size by symbol; symbols absent from the latest update are removed.", ("symbol",), "{position}",
@@ -122,12 +143,14 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_leverage_ratio", G, "Gross exposure / equity (x).", (), "{ratio}"),
     MetricSpec("tinywindow_portfolio_var_95", G, "1-day 95% Value at Risk in USD, reported as a positive loss.", (), "{usd}"),
     # API metrics
-    MetricSpec("tinywindow_api_latency_seconds", H, "API call latency in seconds by service.", ("service",), "s", LATENCY_BUCKETS),
+    MetricSpec("tinywindow_api_latency_seconds", H, "API call latency in seconds by service.", ("service",), "s", LATENCY_BUCKETS,
+               minimum=0.0),
     MetricSpec("tinywindow_api_errors_total", C, "API errors by service and error type.", ("service", "type"), "{error}"),
     MetricSpec("tinywindow_api_requests_total", C, "API requests by service, failed ones included.", ("service",), "{request}"),
     # Agent metrics
     MetricSpec("tinywindow_agent_decisions_total", C, "Agent decisions by action and agent.", ("action", "agent"), "{decision}"),
-    MetricSpec("tinywindow_agent_confidence", H, "Agent decision confidence scores (0-1).", ("agent",), "1", CONFIDENCE_BUCKETS),
+    MetricSpec("tinywindow_agent_confidence", H, "Agent decision confidence scores (0-1).", ("agent",), "1", CONFIDENCE_BUCKETS,
+               minimum=0.0, maximum=1.0),
     # Safety metrics
     MetricSpec("tinywindow_circuit_breaker_trips", C, "Circuit breaker trips by reason.", ("reason",), "{trip}"),
     MetricSpec("tinywindow_kill_switch_activations", C, "Kill switch activations by mode.", ("mode",), "{activation}"),
@@ -145,22 +168,25 @@ STATE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_last_decision_timestamp_seconds", G, "Unix time of the agent's last decision.", ("agent",), "s"),
 )
 
-# Metrics about the SDK itself: what it dropped or folded instead of raising.
+# Metrics about the SDK itself: what it dropped or folded instead of raising. Each has one
+# series with empty labels at 0 from the start (Prometheus stores it without labels), so a
+# fresh /metrics shows the self-metrics at 0 and ``sum(...)`` is 0, not empty, until the
+# first drop; drops themselves count in labelled series.
 SELF_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "tinywindow_otel_dropped_measurements_total", C,
         "Measurements dropped by the SDK instead of raising (NaN, infinity, export failure).",
-        ("metric", "reason"), "{measurement}",
+        ("metric", "reason"), "{measurement}", initial=(("", ""),),
     ),
     MetricSpec(
         "tinywindow_otel_label_values_sanitized_total", C,
         "Label values rewritten by the SDK instead of raising (invalid UTF-8, longer than the limit).",
-        ("metric", "reason"), "{value}",
+        ("metric", "reason"), "{value}", initial=(("", ""),),
     ),
     MetricSpec(
         "tinywindow_otel_cardinality_overflow_total", C,
         "Measurements folded into the overflow series because a metric reached its series limit.",
-        ("metric",), "{measurement}",
+        ("metric",), "{measurement}", initial=(("",),),
     ),
 )
 
@@ -193,10 +219,10 @@ EXECUTION_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_order_latency_seconds", H,
                "Order latency by venue and stage: ack = submit to exchange acknowledgement, fill = submit to last "
                "fill, cancel = cancel request to confirmation.",
-               ("venue", "stage"), "s", ORDER_LATENCY_BUCKETS, 3 * MAX_VENUES),
+               ("venue", "stage"), "s", ORDER_LATENCY_BUCKETS, 3 * MAX_VENUES, minimum=0.0),
     MetricSpec("tinywindow_order_fill_ratio", H,
                "Filled / requested quantity per closed order (0-1); rejected orders are not included.",
-               ("venue",), "1", FILL_RATIO_BUCKETS, MAX_VENUES),
+               ("venue",), "1", FILL_RATIO_BUCKETS, MAX_VENUES, minimum=0.0, maximum=1.0),
     MetricSpec("tinywindow_slippage_bps", H,
                "Fill price vs the reference price given at submit, in basis points per filled order; "
                "positive = worse for the order's side, negative = price improvement.",
@@ -224,15 +250,15 @@ GEN_AI_METRICS: tuple[MetricSpec, ...] = (
                "Number of input and output tokens used (OpenTelemetry GenAI conventions; input includes "
                "cached input tokens).",
                ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.token.type"),
-               "{token}", GEN_AI_TOKEN_BUCKETS, max_series=400),
+               "{token}", GEN_AI_TOKEN_BUCKETS, max_series=400, minimum=0.0),
     MetricSpec("gen_ai.client.operation.duration", H,
                "GenAI operation duration (OpenTelemetry GenAI conventions); error.type is set when the call failed.",
                ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "error.type"),
-               "s", GEN_AI_DURATION_BUCKETS, max_series=400),
+               "s", GEN_AI_DURATION_BUCKETS, max_series=400, minimum=0.0),
     MetricSpec("gen_ai.client.operation.time_to_first_chunk", H,
                "Time from the request to the first chunk of a streamed response (OpenTelemetry GenAI conventions).",
                ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model"),
-               "s", GEN_AI_DURATION_BUCKETS, max_series=200),
+               "s", GEN_AI_DURATION_BUCKETS, max_series=200, minimum=0.0),
     MetricSpec("tinywindow_llm_cost_usd_total", C,
                "Estimated LLM spend in USD from token usage and the configured price table.",
                ("provider", "model"), "usd", max_series=200),
@@ -281,15 +307,15 @@ def render_markdown() -> str:
         lines += [
             f"## {title}",
             "",
-            "| family on /metrics | declared as | Python name | type | labels | unit | buckets | description |",
-            "|---|---|---|---|---|---|---|---|",
+            "| family on /metrics | declared as | Python name | type | labels | unit | buckets | values | description |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for spec in specs:
             labels = ", ".join(spec.labels) or "-"
             buckets = ", ".join(f"{b:g}" for b in spec.buckets) or "-"
             lines.append(
                 f"| `{spec.exposed_name}` | `{spec.name}` | `{spec.attr}` | {spec.kind.value} | {labels} "
-                f"| `{spec.unit}` | {buckets} | {spec.description} |"
+                f"| `{spec.unit}` | {buckets} | {spec.value_range} | {spec.description} |"
             )
         lines.append("")
     lines += [

@@ -25,24 +25,21 @@ from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any, cast
 
-from ._internal.selfmetrics import default_drops as _drops
-from ._internal.wrapper import FAILED as _FAILED  # noqa: F401
-from ._internal.wrapper import Instrument, count_exceptions, time_histogram  # noqa: F401
-from ._internal.wrapper import Probe as _Probe
-from ._internal.wrapper import fault as _fault, finish as _finish, is_error as _is_error  # noqa: F401
-from ._internal.wrapper import item as _item, start as _start  # noqa: F401
+from ._internal.selfmetrics import default_drops
+from ._internal.wrapper import CallWrapper, Probe, count_exceptions, is_error, time_histogram  # noqa: F401
 from .exporters import TRADE_STATUSES, agent_exporter, api_exporter, check_trade, trading_exporter
 
 
 # --- API calls --------------------------------------------------------------------
 
 
-class _ApiProbe(_Probe):
+class _ApiProbe(Probe):
     metric = "tinywindow_api_requests_total"
 
-    def __init__(self, service: str, exporter) -> None:
+    def __init__(self, service: str, recorder) -> None:
         # Bound once here, so a call costs two series updates, not label lookups.
-        bound = exporter.bind(service)
+        bound = recorder.bind(service)
+        self.drops = bound.requests.drops
         self._inc = bound.requests.inc
         self._observe = bound.latency.observe
         self._error = bound.error
@@ -51,11 +48,11 @@ class _ApiProbe(_Probe):
         elapsed = perf_counter() - state
         self._inc()
         self._observe(elapsed)
-        if exc is not None and _is_error(exc):
+        if exc is not None and is_error(exc):
             self._error(type(exc).__name__)
 
 
-def api_call(service: str, *, exporter=None) -> Instrument:
+def api_call(service: str, *, exporter=None) -> CallWrapper:
     """Time an external API call and count it (and its failure) for ``service``.
 
         @api_call("claude")
@@ -73,7 +70,7 @@ def api_call(service: str, *, exporter=None) -> Instrument:
     count as requests, not errors: put a timeout *inside* the decorated
     function if timeouts should count as errors.
     """
-    return Instrument(_ApiProbe(service, api_exporter if exporter is None else exporter))
+    return CallWrapper(_ApiProbe(service, api_exporter if exporter is None else exporter))
 
 
 # --- trades -----------------------------------------------------------------------
@@ -120,11 +117,20 @@ class TradeOutcome:
         self.report("failed", None, amount_usd)
 
 
+_STATUSES = frozenset(TRADE_STATUSES)
+
+
 def _read_outcome(value: Any) -> tuple[str, float | None, float | None] | None:
     """(status, pnl, amount_usd) from a status string, a mapping, or an object; None if not an outcome."""
+    # The common returns first, without the Mapping ABC check (it costs more than the rest of a trade).
+    if value is None:
+        return None
+    cls = value.__class__
+    if cls is str:
+        return (value, None, None) if value in _STATUSES else None
     if isinstance(value, str):
         return (value, None, None) if value in TRADE_STATUSES else None
-    if isinstance(value, Mapping):
+    if cls is dict or isinstance(value, Mapping):
         get = value.get
     else:
         def get(key, default=None):
@@ -135,17 +141,19 @@ def _read_outcome(value: Any) -> tuple[str, float | None, float | None] | None:
     return status, get("pnl"), get("amount_usd")
 
 
-class _TradeProbe(_Probe):
+class _TradeProbe(Probe):
     metric = "tinywindow_trades_total"
     exposes_state = True
 
-    def __init__(self, symbol, default, reject_on, symbol_from, exporter) -> None:
+    def __init__(self, symbol, default, reject_on, symbol_from, recorder) -> None:
         self.symbol = symbol
         self.default = default
         self.reject_on = reject_on
         self.symbol_from = symbol_from
-        self.exporter = exporter
-        # Set by _TradeInstrument on the probe of a function decorated without a symbol,
+        self.recorder = recorder  # a TradingExporter: its registry's trade metrics
+        # Faults count in the recorder's registry (one with only the public methods: the process's).
+        self.drops = getattr(recorder, "drops", default_drops)
+        # Set by _TradeWrapper on the probe of a function decorated without a symbol,
         # the only probe whose start() reads it.
         self.signature = cast(inspect.Signature, None)
 
@@ -174,35 +182,34 @@ class _TradeProbe(_Probe):
                 outcome.status = self.default
         if outcome.symbol is None:
             raise ValueError("tinywindow_trades_total: no symbol for this trade")
-        self.exporter.record_trade(symbol=outcome.symbol, status=outcome.status,
-                                   pnl=outcome.pnl, amount_usd=outcome.amount_usd)
+        self.recorder.record_trade(outcome.symbol, outcome.status, outcome.pnl, outcome.amount_usd)
 
 
-class _TradeInstrument(Instrument):
+class _TradeWrapper(CallWrapper):
     __slots__ = ()
 
     def __call__(self, func: Callable) -> Callable:
-        probe: _TradeProbe = self._probe  # type: ignore[assignment]
+        probe: _TradeProbe = self.probe  # type: ignore[assignment]
         if probe.symbol is None:
             signature = inspect.signature(func)
             if probe.symbol_from not in signature.parameters:
                 raise TypeError(f"tinywindow_trades_total: trade() without a symbol needs "
                                 f"{func.__qualname__}() to take a {probe.symbol_from!r} argument")
             # A fresh probe per decorated function: each holds its own signature.
-            probe = _TradeProbe(None, probe.default, probe.reject_on, probe.symbol_from, probe.exporter)
+            probe = _TradeProbe(None, probe.default, probe.reject_on, probe.symbol_from, probe.recorder)
             probe.signature = signature
-            return Instrument(probe)(func)
+            return CallWrapper(probe)(func)
         return super().__call__(func)
 
     def __enter__(self) -> Any:
-        if self._probe.symbol is None:  # type: ignore[attr-defined]
+        if self.probe.symbol is None:  # type: ignore[attr-defined]
             raise TypeError("tinywindow_trades_total: `with trade(...)` needs a symbol")
         return super().__enter__()
 
 
 def trade(symbol: str | None = None, *, default: str = "filled",
           reject_on: type[BaseException] | tuple = (), symbol_from: str = "symbol",
-          exporter=None) -> Instrument:
+          exporter=None) -> CallWrapper:
     """Count one order placement in ``tinywindow_trades_total{status,symbol}``.
 
         with trade("BTC/USDT") as t:
@@ -231,11 +238,10 @@ def trade(symbol: str | None = None, *, default: str = "filled",
     kinds = reject_on if isinstance(reject_on, tuple) else (reject_on,)
     if not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
         raise TypeError(f"tinywindow_trades_total: reject_on takes exception classes, got {reject_on!r}")
-    if exporter is None:
-        exporter = trading_exporter
+    recorder = trading_exporter if exporter is None else exporter
     if symbol is not None:
-        exporter.prepare(symbol, default)  # a bad symbol raises here
-    return _TradeInstrument(_TradeProbe(symbol, default, kinds, symbol_from, exporter))
+        recorder.prepare(symbol, default)  # a bad symbol raises here
+    return _TradeWrapper(_TradeProbe(symbol, default, kinds, symbol_from, recorder))
 
 
 # --- agent decisions ---------------------------------------------------------------
@@ -272,12 +278,14 @@ class DecisionRecorder:
         return self.decision_id
 
 
-class _DecisionProbe(_Probe):
+class _DecisionProbe(Probe):
     metric = "tinywindow_agent_decisions_total"
     exposes_state = True
 
-    def __init__(self, agent: str, exporter) -> None:
-        self._record = exporter.bind(agent).record  # a bad agent label raises here
+    def __init__(self, agent: str, recorder) -> None:
+        bound = recorder.bind(agent)  # a bad agent label raises here
+        self._record = bound.record
+        self.drops = getattr(bound, "drops", default_drops)
         self.wants_items = True
 
     def start(self, args, kwargs) -> DecisionRecorder:
@@ -290,7 +298,7 @@ class _DecisionProbe(_Probe):
         if decision is None:
             if strict:
                 raise TypeError(f"{self.metric}: a decision is (action: str, confidence: number), got {value!r}")
-            _drops.dropped(self.metric, "unreadable_decision", value)
+            self.drops.dropped(self.metric, "unreadable_decision", value)
             return None
         return self._record(*decision)
 
@@ -302,7 +310,7 @@ class _DecisionProbe(_Probe):
             self.record(result)
 
 
-def agent_decision(agent: str, *, exporter=None) -> Instrument:
+def agent_decision(agent: str, *, exporter=None) -> CallWrapper:
     """Record what an agent decided: ``tinywindow_agent_decisions_total{action,agent}``
     and ``tinywindow_agent_confidence{agent}``.
 
@@ -320,4 +328,4 @@ def agent_decision(agent: str, *, exporter=None) -> Instrument:
     A call that raises records no decision. Context-manager form:
     ``with agent_decision("analyst") as d: d.record("buy", 0.8)``.
     """
-    return Instrument(_DecisionProbe(agent, agent_exporter if exporter is None else exporter))
+    return CallWrapper(_DecisionProbe(agent, agent_exporter if exporter is None else exporter))

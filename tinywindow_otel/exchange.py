@@ -21,18 +21,19 @@ import functools
 import inspect
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from time import monotonic, perf_counter
 from typing import Any
 
 from ._internal.forksafe import reset_after_fork
-from ._internal.selfmetrics import default_drops as _drops
 from .metrics import REGISTRY, GaugeSeries, MetricRegistry
 from .orders import Order
 
 __all__ = [
     "BINANCE_LIMITS", "Feed", "feed", "instrument_ccxt", "rate_limit_used_ratio", "record_rate_limit",
+    "tracked_orders",
 ]
 
 FEED_AGE = "tinywindow_exchange_feed_age_seconds"
@@ -68,10 +69,9 @@ class _FeedAgeSeries(GaugeSeries):
 
 
 def _bind_age_series(registry: MetricRegistry) -> Any:
-    metric = registry.get(FEED_AGE)
-    # Every series of this gauge is an age (the facade creates series through
-    # ``_series_class``); this module is the one place feed ages are written.
-    metric._series_class = _FeedAgeSeries
+    metric = registry.gauge("exchange_feed_age_seconds")
+    # Every series of this gauge is an age; this module is the one place feed ages are written.
+    metric.set_series_class(_FeedAgeSeries)
     return metric
 
 
@@ -100,6 +100,14 @@ class Feed:
     def message(self) -> None:
         """A message arrived on this stream now (the hot path: one clock read, no checks)."""
         self._series.touch()
+
+    def set_age(self, seconds: float) -> None:
+        """The last message is ``seconds`` old now, e.g. from the exchange's own event timestamp.
+
+        The age keeps growing from there until the next message. NaN/inf are
+        dropped (and counted); a non-number raises ``TypeError`` naming the metric.
+        """
+        self._series.set(seconds)
 
     @property
     def age(self) -> float:
@@ -220,6 +228,12 @@ _ORDER_READERS = ("fetch_order", "fetch_orders", "fetch_open_orders", "fetch_clo
 MAX_TRACKED_ORDERS = 10_000
 
 
+# Instrumented exchange -> its tracker, without setting attributes on the exchange object.
+_BY_EXCHANGE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Exchanges that cannot be weak dictionary keys (unhashable: they define __eq__), by id with a strong reference.
+_BY_ID: dict[int, tuple[Any, _CcxtTracker]] = {}
+
+
 class _CcxtTracker:
     """What one instrumented exchange shares between its wrapped methods."""
 
@@ -231,18 +245,25 @@ class _CcxtTracker:
         self.registry = registry
         self.open: OrderedDict[str, Order] = OrderedDict()
         self.lock = threading.Lock()
+        self.drops = registry.drops
         reset_after_fork(self)
+        registry.attach_recorder(self)
         self.requests = registry.get("tinywindow_api_requests_total")
         self.latency = registry.get("tinywindow_api_latency_seconds")
         self.errors = registry.get("tinywindow_api_errors_total")
         self.order_latency = registry.get("tinywindow_order_latency_seconds")
         registry.get(RATE_LIMIT).labels(venue)  # a bad venue raises at instrument time
 
-    # -- around every call ---------------------------------------------------------
-
+    def reset(self) -> None:
+        """Forget the open orders being followed (with the registry's series cleared)."""
+        with self.lock:
+            self.open.clear()
 
     def after_fork_in_child(self) -> None:
         self.lock = threading.Lock()  # a parent thread may have held it at fork time
+
+    # -- around every call ---------------------------------------------------------
+
     def after(self, started: float, exc: BaseException | None) -> None:
         venue = self.venue
         self.requests.labels(venue).inc()
@@ -254,7 +275,7 @@ class _CcxtTracker:
             try:
                 record_rate_limit(venue, headers, self.limits, registry=self.registry)
             except Exception as fault:  # noqa: BLE001 - exchange data must not break the call
-                _drops.dropped(RATE_LIMIT, "unreadable_headers", fault)
+                self.drops.dropped(RATE_LIMIT, "unreadable_headers", fault)
 
     # -- orders ------------------------------------------------------------------------
 
@@ -270,7 +291,7 @@ class _CcxtTracker:
             return Order(self.venue, str(side), quantity, reference, registry=self.registry).submit()
         except (TypeError, ValueError) as fault:
             # ccxt validates its own arguments; a shape we cannot read is not the caller's problem here.
-            _drops.dropped("tinywindow_orders_total", "unreadable_order", fault)
+            self.drops.dropped("tinywindow_orders_total", "unreadable_order", fault)
             return None
 
     def created(self, order: Order | None, exc: BaseException | None, result: Any) -> None:
@@ -292,7 +313,7 @@ class _CcxtTracker:
             self.open[order_id] = order
             while len(self.open) > MAX_TRACKED_ORDERS:
                 self.open.popitem(last=False)
-                _drops.dropped("tinywindow_orders_total", "untracked_order", order_id)
+                self.drops.dropped("tinywindow_orders_total", "untracked_order", order_id)
 
     def order_seen(self, info: Any) -> None:
         if not isinstance(info, Mapping) or info.get("id") is None:
@@ -364,7 +385,7 @@ def _wrap(method: Callable, before: Callable | None, after: Callable, tracker: _
         try:
             return before(args, kwargs) if before is not None else None
         except Exception as fault:  # noqa: BLE001
-            _drops.dropped("tinywindow_api_requests_total", "instrumentation_error", fault)
+            tracker.drops.dropped("tinywindow_api_requests_total", "instrumentation_error", fault)
             return None
 
     def finish(state, started, exc, result):
@@ -372,7 +393,7 @@ def _wrap(method: Callable, before: Callable | None, after: Callable, tracker: _
             tracker.after(started, exc)
             after(state, started, exc, result)
         except Exception as fault:  # noqa: BLE001 - telemetry never breaks the exchange call
-            _drops.dropped("tinywindow_api_requests_total", "instrumentation_error", fault)
+            tracker.drops.dropped("tinywindow_api_requests_total", "instrumentation_error", fault)
 
     if inspect.iscoroutinefunction(method):
         @functools.wraps(method)
@@ -428,7 +449,7 @@ def instrument_ccxt(exchange: Any, venue: str | None = None, *,
 
     Instrumenting twice is a no-op.
     """
-    if getattr(exchange, "_tinywindow_instrumented", False):
+    if _tracker_of(exchange) is not None:
         return exchange
     if venue is None:
         venue = getattr(exchange, "id", None)
@@ -455,7 +476,36 @@ def instrument_ccxt(exchange: Any, venue: str | None = None, *,
         method = getattr(exchange, name, None)
         if callable(method):
             setattr(exchange, name, _wrap(method, before, after, tracker))
-    exchange._tinywindow_instrumented = True
-    exchange._tinywindow_tracker = tracker
+    try:
+        _BY_EXCHANGE[exchange] = tracker
+    except TypeError:  # unhashable
+        _BY_ID[id(exchange)] = (exchange, tracker)
     return exchange
+
+
+def _tracker_of(exchange: Any) -> _CcxtTracker | None:
+    try:
+        tracker = _BY_EXCHANGE.get(exchange)
+    except TypeError:
+        tracker = None
+    if tracker is None:
+        kept = _BY_ID.get(id(exchange))
+        if kept is not None and kept[0] is exchange:
+            tracker = kept[1]
+    return tracker
+
+
+def tracked_orders(exchange: Any) -> dict[str, Order]:
+    """The open orders ``instrument_ccxt`` follows on ``exchange``, by order id (a copy).
+
+    An order leaves once it closes (filled, cancelled, ...); at most
+    :data:`MAX_TRACKED_ORDERS` are followed. Raises ``TypeError`` for an
+    exchange that was not instrumented.
+    """
+    tracker = _tracker_of(exchange)
+    if tracker is None:
+        raise TypeError(f"tinywindow_orders_total: {type(exchange).__name__} object was not instrumented "
+                        f"with instrument_ccxt()")
+    with tracker.lock:
+        return dict(tracker.open)
 

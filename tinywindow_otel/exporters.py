@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._internal.forksafe import reset_after_fork
 from ._internal.selfmetrics import OVERFLOW_LABEL_VALUE
-from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import GaugeSeries
 from ._internal.series import check_number as _check_number
 from .calibration import CalibrationTracker, DecisionId
@@ -47,15 +46,30 @@ UNKNOWN_ERROR_TYPE = "unknown"
 
 TRADE_STATUSES = ("filled", "partially_filled", "rejected", "cancelled", "failed")
 """Every status a trade can be recorded with; anything else raises ``ValueError``."""
+_STATUSES = frozenset(TRADE_STATUSES)
 
 STATE_VERSION = 2
 
-class _Recorder:
-    """Owns one lock; a forked child gets a fresh one and none of the derived state (``_internal/forksafe.py``)."""
 
-    def __init__(self) -> None:
+class _Recorder:
+    """Owns one lock and derived state over one registry; a forked child gets a fresh lock and none of the
+    derived state (``_internal/forksafe.py``).
+
+    The registry resets it too (``tinywindow_otel.testing.reset()``), and it
+    reports what it drops into that registry's self-metrics.
+    """
+
+    def __init__(self, registry: MetricRegistry) -> None:
         self._lock = threading.Lock()
+        self.registry = registry
+        self.drops = registry.drops
         reset_after_fork(self)
+        registry.attach_recorder(self)
+
+    def reset(self) -> None:
+        """Forget the derived state (the metrics' values stay)."""
+        with self._lock:
+            self._forget()
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -130,7 +144,7 @@ class TradingExporter(_Recorder):
     """Trades: counts, realised P&L, notional, the win rate derived from them, and a heartbeat."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        super().__init__()
+        super().__init__(registry)
         self._trades = registry.counter("trades_total")
         self._pnl = registry.histogram("trade_pnl_usd")
         self._amount = registry.histogram("trade_amount_usd")
@@ -155,9 +169,13 @@ class TradingExporter(_Recorder):
         ``tinywindow_last_trade_timestamp_seconds`` (the trading heartbeat).
         """
         # Validate everything before recording anything: a bad argument must
-        # not leave a half-recorded trade behind.
-        pnl_value, amount_value = check_trade(status, pnl, amount_usd)
-        trades = self._trades.labels(status=status, symbol=symbol)
+        # not leave a half-recorded trade behind. A bare status (the common
+        # decorator case) is checked here without a call.
+        if pnl is None and amount_usd is None and status.__class__ is str and status in _STATUSES:
+            pnl_value = amount_value = None
+        else:
+            pnl_value, amount_value = check_trade(status, pnl, amount_usd)
+        trades = self._trades.labels(status, symbol)  # positional: the declared order (status, symbol)
         amount = self._amount.labels(symbol=symbol) if amount_usd is not None else None
         trades.inc()
         if amount is not None:
@@ -172,8 +190,7 @@ class TradingExporter(_Recorder):
 
     def reset(self) -> None:
         """Forget the win/loss tally and heartbeat (e.g. at the start of a new trading session)."""
-        with self._lock:
-            self._forget()
+        super().reset()
 
     def _forget(self) -> None:
         self.wins = self.losses = 0
@@ -236,7 +253,7 @@ class _PortfolioGauges(_Recorder):
     RISK_GAUGES = ("drawdown_pct", "daily_pnl_pct", "leverage_ratio", "portfolio_var_95")
 
     def __init__(self, registry: MetricRegistry) -> None:
-        super().__init__()
+        super().__init__(registry)
         self.gauges = {attr: registry.gauge(attr) for attr in self.RISK_GAUGES}
         self.positions = registry.gauge("active_positions")
         self.notional = registry.gauge("position_notional_usd")
@@ -267,7 +284,7 @@ class _PortfolioGauges(_Recorder):
         elif math.isfinite(notional):
             self.notional.labels(symbol=key).set(notional)
         else:  # an overflowing size * price: no value rather than a stale one
-            _drops.dropped(self.notional.name, "nan" if notional != notional else "inf", notional)
+            self.drops.dropped(self.notional.name, "nan" if notional != notional else "inf", notional)
             self.notional.remove(key)
 
     def export_positions(self) -> tuple[dict[str, float], dict[str, float]]:
@@ -305,6 +322,12 @@ class _PortfolioGauges(_Recorder):
 
     def reset_owners(self) -> None:
         with self._lock:
+            self.explicit.clear()
+
+    def reset(self) -> None:
+        """With the registry's series cleared: no snapshot, nothing published, every risk gauge derived."""
+        with self._lock:
+            self.snapshot, self.published = {}, set()
             self.explicit.clear()
 
     def _forget(self) -> None:
@@ -358,7 +381,7 @@ class PortfolioExporter(_Recorder):
         if var_method is not None and var_method not in VAR_METHODS:
             raise ValueError(f"tinywindow_portfolio_var_95: var_method must be one of "
                              f"{', '.join(VAR_METHODS)} or None, got {var_method!r}")
-        super().__init__()
+        super().__init__(registry)
         self._value = registry.gauge("portfolio_value_usd")
         self._unrealized = registry.gauge("unrealized_pnl_usd")
         self._gauges = _portfolio_gauges(registry)
@@ -446,7 +469,7 @@ class PortfolioExporter(_Recorder):
     def _set_leverage(self, notional_by_symbol: Mapping, sizes: Mapping, equity: float) -> None:
         missing = [symbol for symbol in sizes if symbol not in notional_by_symbol]
         if missing:
-            _drops.dropped(self._risk.gauges["leverage_ratio"].name, "missing_price", missing[0])
+            self.drops.dropped(self._risk.gauges["leverage_ratio"].name, "missing_price", missing[0])
             self._risk.set_derived("leverage_ratio", None)
             return
         gross = math.fsum(notional_by_symbol[symbol] for symbol in sizes)
@@ -465,8 +488,7 @@ class PortfolioExporter(_Recorder):
 
     def reset(self) -> None:
         """Forget the peak, day-start value and returns window; risk gauges set via ``risk_exporter`` are derived again."""
-        with self._lock:
-            self._forget()
+        super().reset()
         self._gauges.reset_owners()
 
     def _forget(self) -> None:
@@ -552,6 +574,7 @@ class APIExporter:
     """External API calls: every request counted, failures also by error type."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
+        self.registry = registry
         self.requests = registry.counter("api_requests_total")
         self.errors = registry.counter("api_errors_total")
         self.latency = registry.histogram("api_latency_seconds")
@@ -580,10 +603,12 @@ class APIExporter:
 class BoundDecisions:
     """One agent's series, looked up once (what ``agent_decision(agent)`` records into)."""
 
-    __slots__ = ("agent", "_key", "_exporter", "_decisions", "_confidence", "_confidence_name", "_heartbeat")
+    __slots__ = ("agent", "drops", "_key", "_exporter", "_decisions", "_confidence", "_confidence_name",
+                 "_heartbeat")
 
     def __init__(self, exporter: AgentExporter, agent: str) -> None:
         self.agent = agent
+        self.drops = exporter.drops
         self._exporter = exporter
         self._decisions = exporter.decisions
         self._confidence = exporter.confidence.labels(agent=agent)  # a bad agent label raises here
@@ -611,7 +636,7 @@ class AgentExporter(_Recorder):
     """Agent decisions: count by action, the confidence distribution, and a heartbeat per agent."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        super().__init__()
+        super().__init__(registry)
         self.decisions = registry.counter("agent_decisions_total")
         self.confidence = registry.histogram("agent_confidence")
         self.last_decision = registry.gauge("last_decision_timestamp_seconds")
@@ -644,10 +669,6 @@ class AgentExporter(_Recorder):
     def record_outcome(self, decision_id: DecisionId, pnl: float) -> bool:
         """Link a later trade's realised P&L to a decision: outcomes by confidence decile and the Brier score."""
         return self.calibration.record_outcome(decision_id, pnl)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._forget()
 
     def _forget(self) -> None:
         self.last_decision_times = {}
@@ -685,7 +706,7 @@ class SafetyExporter(_Recorder):
     """Safety events and state: circuit breaker trips / open, kill switch activations / engaged."""
 
     def __init__(self, registry: MetricRegistry = REGISTRY) -> None:
-        super().__init__()
+        super().__init__(registry)
         self._trips = registry.counter("circuit_breaker_trips")
         self._kills = registry.counter("kill_switch_activations")
         self._open = registry.gauge("circuit_breaker_open")
@@ -722,10 +743,6 @@ class SafetyExporter(_Recorder):
         with self._lock:
             state.set(0)
             self.kill_switches[_state_key(self._engaged, state, mode)] = False
-
-    def reset(self) -> None:
-        with self._lock:
-            self._forget()
 
     def _forget(self) -> None:
         self.breakers, self.kill_switches = {}, {}

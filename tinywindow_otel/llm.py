@@ -38,9 +38,8 @@ from time import perf_counter
 from typing import Any
 
 from ._internal.forksafe import reset_after_fork
-from .decorators import Instrument, _is_error, _Probe
-from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
+from ._internal.wrapper import CallWrapper, Probe, is_error
 from .metrics import REGISTRY, MetricRegistry
 
 __all__ = ["DEFAULT_PRICES", "LLMCall", "Price", "PriceTable", "Usage", "llm_call", "prices", "read_usage"]
@@ -313,6 +312,7 @@ class _Bound:
 
 class _Metrics:
     def __init__(self, registry: MetricRegistry) -> None:
+        self.drops = registry.drops
         self.tokens = registry.get(TOKEN_USAGE)
         self.duration = registry.get(DURATION)
         self.ttfc = registry.get(TIME_TO_FIRST_CHUNK)
@@ -325,7 +325,7 @@ class _Metrics:
 _metrics = _Metrics(REGISTRY)
 
 
-class _LLMProbe(_Probe):
+class _LLMProbe(Probe):
     metric = DURATION
     exposes_state = True
     wants_items = True
@@ -333,6 +333,7 @@ class _LLMProbe(_Probe):
     def __init__(self, bound: _Bound, price_table: PriceTable) -> None:
         self._b = bound
         self._prices = price_table
+        self.drops = bound.m.drops
 
     def start(self, args, kwargs) -> LLMCall:
         return LLMCall()
@@ -347,7 +348,7 @@ class _LLMProbe(_Probe):
         m = b.m
         b.requests.inc()
         b.latency.observe(elapsed)
-        error_type = type(exc).__qualname__ if _is_error(exc) else call.error_type
+        error_type = type(exc).__qualname__ if is_error(exc) else call.error_type
         if error_type is None:
             b.duration_ok.observe(elapsed)
         else:
@@ -365,13 +366,13 @@ class _LLMProbe(_Probe):
         b.output.observe(usage.output_tokens)
         price = self._prices.get(provider, model)
         if price is None:
-            _drops.dropped(COST, "no_price", b.key)
+            self.drops.dropped(COST, "no_price", b.key)
         else:
             b.cost.inc(price.cost(usage))
 
 
 def llm_call(provider: str, model: str, operation: str = "chat", *, price_table: PriceTable | None = None,
-             registry: MetricRegistry | None = None) -> Instrument:
+             registry: MetricRegistry | None = None) -> CallWrapper:
     """Time one LLM call and record its tokens and cost; a decorator and (async) context manager.
 
     ``provider`` is the GenAI ``gen_ai.provider.name`` (``anthropic``,
@@ -390,4 +391,4 @@ def llm_call(provider: str, model: str, operation: str = "chat", *, price_table:
         if not isinstance(value, str) or not value:
             raise TypeError(f"{DURATION}: {what} must be a non-empty string, got {value!r}")
     m = _metrics if registry is None else _Metrics(registry)
-    return Instrument(_LLMProbe(_Bound(m, operation, provider, model), prices if price_table is None else price_table))
+    return CallWrapper(_LLMProbe(_Bound(m, operation, provider, model), prices if price_table is None else price_table))

@@ -17,6 +17,7 @@ declare, with the same validation, series caps and self-metrics.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
@@ -39,9 +40,6 @@ __all__ = [
 # prometheus_client's default buckets, for a Histogram declared without any.
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _DEFAULT = object()
-# The names modules used before these moved to ``_internal`` (import them from there).
-_check_number = check_number
-_drops = default_drops
 # The series class of a metric family: what ``labels()`` returns.
 _S = TypeVar("_S", bound=Series)
 _M = TypeVar("_M", "Counter", "Gauge", "Histogram")
@@ -90,6 +88,8 @@ class _Metric(Generic[_S]):
         self._lock = threading.Lock()
         self._overflow: _S | None = None
         self.max_series = spec.max_series
+        # The spec's initial label sets do not count against the cap.
+        self._preset = len(spec.initial)
         n = len(spec.labels)
         self._first_label = spec.labels[0] if n == 1 else None
         self._key_of = itemgetter(*spec.labels) if n > 1 else None
@@ -97,6 +97,19 @@ class _Metric(Generic[_S]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} labels={list(self.labelnames)}>"
+
+    def set_series_class(self, series_class: type[_S]) -> None:
+        """Make every series created from now on a ``series_class`` (a subclass of this kind's series).
+
+        For a value computed at collection time (``exchange.feed()``'s age is
+        a ``GaugeSeries`` whose ``get()`` reads a clock). Series that already
+        exist keep their class; ``remove()`` one to re-create it.
+        """
+        base = type(self)._series_class
+        if not (isinstance(series_class, type) and issubclass(series_class, base)):
+            raise TypeError(f"{self.name}: series_class must be a subclass of {base.__name__}, got {series_class!r}")
+        with self._lock:
+            self._series_class = series_class
 
     def set_max_series(self, limit: int) -> None:
         """Cap the distinct label sets of this metric (the catalog sets a default).
@@ -173,7 +186,7 @@ class _Metric(Generic[_S]):
         with self._lock:
             child = self._children.get(canonical)
             if child is None:
-                if len(self._children) >= self.max_series:
+                if len(self._children) - self._preset >= self.max_series:
                     folded = True
                     child = self._overflow
                     if child is None:
@@ -190,10 +203,14 @@ class _Metric(Generic[_S]):
         return self._series_class(self, label_values, Attributes(zip(self.labelnames, label_values)))
 
     def _new_default(self) -> None:
-        """Unlabelled metrics have their one series from the start (shown at 0 before any use)."""
+        """Unlabelled metrics have their one series from the start (shown at 0 before any use),
+        and so have the label sets the spec lists as ``initial``."""
         for name in ("inc", "dec", "set", "observe"):
             self.__dict__.pop(name, None)
         self._default: _S | None = self._make_series(()) if not self.labelnames else None
+        for values in self.spec.initial:
+            canonical = self._canonical(values)
+            self._children[canonical] = self._make_series(canonical)
 
     def _unlabelled(self) -> _S:
         default = self._default
@@ -216,7 +233,8 @@ class _Metric(Generic[_S]):
         canonical = self._canonical(values)
         with self._lock:
             self._children.pop(canonical, None)
-            if self._overflow is not None and self.kind is Kind.GAUGE and len(self._children) < self.max_series:
+            if (self._overflow is not None and self.kind is Kind.GAUGE
+                    and len(self._children) - self._preset < self.max_series):
                 # A folded gauge holds the last value of some label set that may
                 # be gone now: no stale value once there is room again.
                 self._overflow = None
@@ -234,7 +252,7 @@ class _Metric(Generic[_S]):
             children = list(self._children.values())
             default = self._default
             # An unlabelled gauge's series counts once it has a value (no value, no sample).
-            if default is not None and (not isinstance(default, GaugeSeries) or default._value is not None):
+            if default is not None and (not isinstance(default, GaugeSeries) or default.get() is not None):
                 children.insert(0, default)
             if self._overflow is not None:
                 children.append(self._overflow)
@@ -309,7 +327,9 @@ class Histogram(_Metric[HistogramSeries]):
         super().__init__(name, documentation, labelnames, unit, buckets=_check_buckets(name, buckets), **kwargs)
 
     def _make_series(self, label_values: tuple[str, ...]) -> HistogramSeries:
-        return HistogramSeries(self, label_values, Attributes(zip(self.labelnames, label_values)), self.spec.buckets)
+        spec = self.spec
+        return HistogramSeries(self, label_values, Attributes(zip(self.labelnames, label_values)), spec.buckets,
+                               spec.minimum, spec.maximum)
 
     def observe(self, value: float) -> None:
         self._bind("observe")(value)
@@ -354,6 +374,8 @@ class MetricRegistry:
         self._exposed: dict[str, str] = {}
         self._on_first_use: Callable[[], None] | None = None
         self._started = False
+        # Recorders holding state derived from this registry's metrics (win rate tally, peaks, ...).
+        self._recorders: weakref.WeakSet = weakref.WeakSet()
         for spec in specs:
             self.register(_CLASSES[spec.kind]._from_spec(spec, self))
 
@@ -442,6 +464,19 @@ class MetricRegistry:
         """Remove every series of every metric (label sets included)."""
         for metric in self:
             metric.clear()
+
+    def attach_recorder(self, recorder) -> None:
+        """Have :meth:`reset_recorders` call ``recorder.reset()`` (kept by weak reference).
+
+        For objects that derive state from this registry's metrics: the
+        domain recorders of ``exporters``, ``calibration`` and ``exchange``.
+        """
+        self._recorders.add(recorder)
+
+    def reset_recorders(self) -> None:
+        """Reset the derived state of every attached recorder (``tinywindow_otel.testing.reset()`` calls it)."""
+        for recorder in list(self._recorders):
+            recorder.reset()
 
     def after_fork_in_child(self) -> None:
         """Fresh locks (a parent thread may have held one at fork time), then zeroed values."""

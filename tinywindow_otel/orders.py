@@ -37,9 +37,8 @@ from time import perf_counter
 from typing import Any, Literal
 
 from ._internal.forksafe import reset_after_fork
-from .decorators import Instrument, _is_error, _Probe
-from ._internal.selfmetrics import default_drops as _drops
 from ._internal.series import check_number as _check_number
+from ._internal.wrapper import CallWrapper, Probe, is_error
 from .metrics import REGISTRY, MetricRegistry
 
 __all__ = ["CLOSING_STATUSES", "ORDER_STATUSES", "SIDES", "STAGES", "Order", "order"]
@@ -62,6 +61,7 @@ class _Metrics:
     """The execution metrics of one registry, looked up once."""
 
     def __init__(self, registry: MetricRegistry) -> None:
+        self.drops = registry.drops
         self.orders = registry.get(_ORDERS)
         self.latency = registry.get("tinywindow_order_latency_seconds")
         self.fill_ratio = registry.get("tinywindow_order_fill_ratio")
@@ -163,7 +163,7 @@ class Order:
         try:
             self.close(exc)
         except Exception as fault:  # noqa: BLE001 - telemetry never replaces the caller's exception
-            _drops.dropped(_ORDERS, "instrumentation_error", fault)
+            self._m.drops.dropped(_ORDERS, "instrumentation_error", fault)
         return False
 
     async def __aenter__(self) -> Order:
@@ -177,7 +177,7 @@ class Order:
         if self._t0 is not None:
             raise RuntimeError(f"{_ORDERS}: an order already submitted cannot decorate a function")
         probe = _OrderProbe(self.venue, self.side, self.quantity, self.reference_price, self._m)
-        return Instrument(probe)(func)
+        return CallWrapper(probe)(func)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -195,7 +195,7 @@ class Order:
 
     def acknowledged(self, at: float | None = None) -> None:
         """The venue accepted the order (an order id came back). Later calls are ignored."""
-        now = perf_counter() if at is None else _check_number(_ORDERS, at, "at")
+        now = self._when(at)
         with self._lock:
             self._ack_locked(now)
 
@@ -216,11 +216,11 @@ class Order:
         qty = _check_number(_ORDERS, quantity, "fill quantity")
         px = _check_number("tinywindow_slippage_bps", price, "fill price")
         if not (math.isfinite(qty) and math.isfinite(px)):
-            _drops.dropped(_ORDERS, "nan" if math.isnan(qty) or math.isnan(px) else "inf", (quantity, price))
+            self._m.drops.dropped(_ORDERS, "nan" if math.isnan(qty) or math.isnan(px) else "inf", (quantity, price))
             return
         if qty < 0 or px <= 0:
             raise ValueError(f"{_ORDERS}: a fill needs quantity >= 0 and price > 0, got {quantity!r} @ {price!r}")
-        now = perf_counter() if at is None else _check_number(_ORDERS, at, "at")
+        now = self._when(at)
         with self._lock:
             if self.status is not None or qty == 0:
                 return
@@ -240,14 +240,14 @@ class Order:
 
     def cancel_requested(self, at: float | None = None) -> None:
         """A cancel was sent now; ``cancelled()`` then records the cancel latency."""
-        now = perf_counter() if at is None else _check_number(_ORDERS, at, "at")
+        now = self._when(at)
         with self._lock:
             if self._cancel_at is None:
                 self._cancel_at = now
 
     def cancelled(self, at: float | None = None) -> None:
         """The venue confirmed the cancel (``partially_filled`` if some quantity had filled)."""
-        now = perf_counter() if at is None else _check_number(_ORDERS, at, "at")
+        now = self._when(at, self._cancel_at)
         with self._lock:
             if self.status is None and self._cancel_at is not None:
                 self._m.latency.labels(self.venue, "cancel").observe(now - self._cancel_at)
@@ -268,7 +268,7 @@ class Order:
         with self._lock:
             if self.status is not None:
                 return
-            if _is_error(exc) and not self._acked and not self.filled_quantity:
+            if is_error(exc) and not self._acked and not self.filled_quantity:
                 reason = type(exc).__name__
                 self._m.rejections.labels(self.venue, reason)
                 self._close_locked("rejected", reason)
@@ -295,7 +295,7 @@ class Order:
                 total = _check_number(_ORDERS, filled, "filled")
                 px = _check_number("tinywindow_slippage_bps", price, "average")
                 if not (math.isfinite(total) and math.isfinite(px)):
-                    _drops.dropped(_ORDERS, "nan" if math.isnan(total) or math.isnan(px) else "inf", info)
+                    self._m.drops.dropped(_ORDERS, "nan" if math.isnan(total) or math.isnan(px) else "inf", info)
                 elif total > self.filled_quantity and px > 0:
                     self.filled_quantity = total
                     self._notional = total * px
@@ -311,6 +311,17 @@ class Order:
                 self._close_locked(closing, None)
 
     # -- internals --------------------------------------------------------------
+
+    def _when(self, at: float | None, since: float | None = None) -> float:
+        """``at`` (or now) checked not to precede the submit: a latency is never negative."""
+        if at is None:
+            return perf_counter()
+        now = _check_number(_ORDERS, at, "at")
+        start = self._t0 if since is None else since
+        if start is not None and now < start:
+            raise ValueError(f"tinywindow_order_latency_seconds: at={at!r} is before the order's "
+                             f"{'submit' if since is None else 'cancel request'} at {start!r}")
+        return now
 
     def _started(self) -> float:
         if self._t0 is None:
@@ -338,13 +349,14 @@ class Order:
             m.slippage.labels(venue, self.side).observe(slippage_bps(self.side, self.reference_price, average))
 
 
-class _OrderProbe(_Probe):
+class _OrderProbe(Probe):
     metric = _ORDERS
     exposes_state = True
 
     def __init__(self, venue, side, quantity, reference_price, metrics: _Metrics) -> None:
         self._args = (venue, side, quantity, reference_price)
         self._m = metrics
+        self.drops = metrics.drops
 
     def start(self, args, kwargs) -> Order:
         o = Order(*self._args)

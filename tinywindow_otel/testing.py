@@ -17,8 +17,15 @@ __all__ = ["reset", "reset_values", "collect"]
 
 
 def reset_values(registry: MetricRegistry = REGISTRY) -> None:
-    """Remove every series of every metric (unlabelled ones start again at 0); log every drop kind again."""
+    """Remove every series of every metric (unlabelled ones start again at 0); log every drop kind again.
+
+    The state recorders derive from the values goes too: the win/loss tally,
+    the portfolio peak and day start, risk gauge owners, open circuit
+    breakers, heartbeats, calibration links and Brier windows, the orders an
+    instrumented exchange follows. Configuration stays (LLM prices, caps).
+    """
     registry.clear()
+    registry.reset_recorders()
     registry.drops.forget_logged()
 
 

@@ -85,7 +85,7 @@ def test_execution_rules_on_a_live_stack(calm_workload, toolchain):
 
         # A stream that stops delivering pages: critical, with its venue and stream.
         silent = feed("kraken", "trades")
-        silent._series.set(120.0)  # last message two minutes ago
+        silent.set_age(120.0)  # last message two minutes ago
 
         def stale_alert():
             alerts = json.loads(fetch(f"{stack.alertmanager_url}/api/v2/alerts"))

@@ -146,6 +146,7 @@ class FacadeExporter(MetricExporter):
         super().__init__(preferred_temporality=temporality)
         self._inner = inner
         self._producer = producer
+        self._drops = producer.registry.drops  # failed exports count in the registry being exported
         self._scope = scope
         self._resource = resource
         self._delta = delta
@@ -170,7 +171,7 @@ class FacadeExporter(MetricExporter):
             if self._delta is not None:
                 self._delta.commit()
         else:
-            REGISTRY.drops.dropped("otlp_export", "export_failed")
+            self._drops.dropped("otlp_export", "export_failed")
         self.last_ok = ok
         self.exports += 1
         return result
@@ -234,7 +235,6 @@ class Pipeline:
         self._renderer = Renderer()
         # Held while a scrape collects from the SDK (scrapes of the facade itself run in parallel).
         self.scrape_lock = self.scrape_reader.lock if self.scrape_reader is not None else threading.Lock()
-        self._scrape_lock = self.scrape_lock  # the name tests used before
 
     def meter_provider(self) -> MeterProvider:
         """The provider, for OTel instruments of your own: they show on /metrics and OTLP too."""

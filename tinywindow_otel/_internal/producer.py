@@ -30,6 +30,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ..catalog import Kind
+from .series import CounterSeries
 
 CUMULATIVE = AggregationTemporality.CUMULATIVE
 YIELD_EVERY = 500
@@ -63,7 +64,7 @@ class Producer:
                     sleep(0)
                 part = everything[start:start + YIELD_EVERY]
                 if kind is Kind.COUNTER:
-                    points += [NumberDataPoint(s.attributes, s.created_ns, now, s._value) for s in part]
+                    points += CounterSeries.points(part, NumberDataPoint, now)
                 elif kind is Kind.GAUGE:
                     # get(), not the stored value: a gauge series may compute
                     # its value at collection time (e.g. the age of a timestamp).

@@ -68,6 +68,11 @@ class Series:
         """The metric (family) name, for error messages and drop reports."""
         return self._family.name
 
+    @property
+    def drops(self):
+        """The drop reporter of the registry this series belongs to."""
+        return self._family.drops
+
     def _dropped(self, reason: str, value: object) -> None:
         self._family.drops.dropped(self._family.name, reason, value)
 
@@ -122,6 +127,15 @@ class CounterSeries(Series):
 
     def get(self) -> float:
         return self._value
+
+    @staticmethod
+    def points(series: list[CounterSeries], point, now_ns: int) -> list:
+        """``point(attributes, created_ns, now_ns, value)`` for each series: the producer's bulk read.
+
+        One comprehension over the stored values (a scrape of 10k counters
+        spends most of its time here; a ``get()`` call per series would add to it).
+        """
+        return [point(s.attributes, s.created_ns, now_ns, s._value) for s in series]
 
     def count_exceptions(self, exception: type[BaseException] | tuple = Exception):
         """Decorator / context manager: +1 per call raising ``exception`` (sync, async, generators)."""
@@ -198,23 +212,31 @@ class HistogramSeries(Series):
     which is Prometheus' ``le`` semantics too. Negative values are kept.
     """
 
-    __slots__ = ("_bounds", "_counts", "_sum", "_min", "_max")
+    __slots__ = ("_bounds", "_counts", "_sum", "_min", "_max", "_low", "_high")
 
-    def __init__(self, family, label_values, attributes, bounds: tuple[float, ...]) -> None:
+    def __init__(self, family, label_values, attributes, bounds: tuple[float, ...],
+                 minimum: float | None = None, maximum: float | None = None) -> None:
         super().__init__(family, label_values, attributes)
         self._bounds = bounds
         self._counts = [0] * (len(bounds) + 1)
         self._sum = 0.0
         self._min = INF
         self._max = -INF
+        # The range a finite observation must be in (a latency or an amount is never negative).
+        self._low = -MAX if minimum is None else minimum
+        self._high = MAX if maximum is None else maximum
 
     def observe(self, value: float) -> None:
-        """Record one observation. NaN/inf are dropped and counted."""
+        """Record one observation. NaN/inf are dropped and counted; a value outside the metric's range raises."""
         cls = value.__class__
-        if not ((cls is float or cls is int) and -MAX <= value <= MAX):
-            value = self._number(value)  # type: ignore[assignment]  # None: dropped, next line
-            if value is None:
+        # One chained comparison checks the type's range, the metric's range and NaN (which fails it).
+        if not ((cls is float or cls is int) and self._low <= value <= self._high):
+            number = self._number(value)
+            if number is None:
                 return
+            if not self._low <= number <= self._high:
+                raise ValueError(f"{self._family.name}: {self._range()}, got {value!r:.80}")
+            value = number
         index = bisect_left(self._bounds, value)
         lock = self._lock
         lock.acquire()
@@ -231,6 +253,15 @@ class HistogramSeries(Series):
         lock.release()
         # A sum beyond float range would make the sum (and any mean) +-Inf for good.
         self._dropped("overflow", value)
+
+    def _range(self) -> str:
+        low = None if self._low == -MAX else f"{self._low:g}"
+        high = None if self._high == MAX else f"{self._high:g}"
+        if high is None:
+            return f"observations must be >= {low}"
+        if low is None:
+            return f"observations must be <= {high}"
+        return f"observations must be in [{low}, {high}]"
 
     def time(self):
         """Decorator / context manager observing elapsed seconds (sync, async, generators)."""

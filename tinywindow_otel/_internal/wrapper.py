@@ -1,6 +1,6 @@
 """The one call wrapper behind ``.time()``, ``.count_exceptions()`` and the decorators.
 
-:class:`Instrument` wraps one :class:`Probe` (what a call records) so the
+:class:`CallWrapper` wraps one :class:`Probe` (what a call records) so the
 hard cases are solved once (prometheus_client gets ``async def`` wrong,
 #535/#767):
 
@@ -26,18 +26,15 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Literal
 
-from .selfmetrics import default_drops as _drops
+from .selfmetrics import DropReporter, default_drops
 
-__all__ = [
-    "TRADE_STATUSES", "DecisionRecorder", "Instrument", "TradeOutcome",
-    "agent_decision", "api_call", "count_exceptions", "time_histogram", "trade",
-]
+__all__ = ["FAILED", "CallWrapper", "Probe", "count_exceptions", "is_error", "time_histogram"]
 
 # Returned by a probe's start() that failed: finish() is then skipped.
-_FAILED = object()
+FAILED = object()
 
 
-class _Probe:
+class Probe:
     """What one instrumented call records. ``start`` -> state; ``finish`` records.
 
     ``item`` is called with every value a generator yields (only when
@@ -46,6 +43,7 @@ class _Probe:
     """
 
     metric = "tinywindow_otel"  # named in fault reports
+    drops: DropReporter = default_drops  # where faults are counted: the registry the probe records into
     wants_items = False
     exposes_state = False  # whether ``with`` binds the state (``as t``)
 
@@ -60,24 +58,24 @@ class _Probe:
         raise NotImplementedError
 
 
-def _fault(probe: _Probe, exc: BaseException) -> None:
+def _fault(probe: Probe, exc: BaseException) -> None:
     """A telemetry fault: counted and logged rarely, never raised to the caller."""
     try:
-        _drops.dropped(probe.metric, "instrumentation_error", exc)
+        probe.drops.dropped(probe.metric, "instrumentation_error", exc)
     except Exception:  # noqa: BLE001 - the last line of defence must not raise
         pass
 
 
-def _start(probe: _Probe, args: tuple | None = None, kwargs: dict | None = None) -> Any:
+def _start(probe: Probe, args: tuple | None = None, kwargs: dict | None = None) -> Any:
     try:
         return probe.start(args, kwargs)
     except Exception as exc:  # noqa: BLE001
         _fault(probe, exc)
-        return _FAILED
+        return FAILED
 
 
-def _finish(probe: _Probe, state: Any, exc: BaseException | None, result: Any) -> None:
-    if state is _FAILED:
+def _finish(probe: Probe, state: Any, exc: BaseException | None, result: Any) -> None:
+    if state is FAILED:
         return
     try:
         probe.finish(state, exc, result)
@@ -85,8 +83,8 @@ def _finish(probe: _Probe, state: Any, exc: BaseException | None, result: Any) -
         _fault(probe, fault)
 
 
-def _item(probe: _Probe, state: Any, value: Any) -> None:
-    if state is _FAILED:
+def _item(probe: Probe, state: Any, value: Any) -> None:
+    if state is FAILED:
         return
     try:
         probe.item(state, value)
@@ -94,27 +92,32 @@ def _item(probe: _Probe, state: Any, value: Any) -> None:
         _fault(probe, fault)
 
 
-class Instrument:
-    """Decorator and (async) context manager around one :class:`_Probe`."""
+class CallWrapper:
+    """Decorator and (async) context manager around one :class:`Probe`."""
 
     __slots__ = ("_probe", "_states")
 
-    def __init__(self, probe: _Probe) -> None:
+    def __init__(self, probe: Probe) -> None:
         self._probe = probe
         self._states: list[Any] = []
 
     def __repr__(self) -> str:
-        return f"<Instrument {type(self._probe).__name__} {self._probe.metric}>"
+        return f"<CallWrapper {type(self._probe).__name__} {self._probe.metric}>"
+
+    @property
+    def probe(self) -> Probe:
+        """What each call records (for wrappers built on this one)."""
+        return self._probe
 
     # -- context manager ------------------------------------------------------
 
     def __enter__(self) -> Any:
         state = _start(self._probe)
         self._states.append(state)
-        return state if self._probe.exposes_state and state is not _FAILED else None
+        return state if self._probe.exposes_state and state is not FAILED else None
 
     def __exit__(self, exc_type, exc, tb) -> Literal[False]:
-        state = self._states.pop() if self._states else _FAILED
+        state = self._states.pop() if self._states else FAILED
         _finish(self._probe, state, exc, None)
         return False  # never swallow the caller's exception
 
@@ -141,7 +144,7 @@ class Instrument:
         return functools.wraps(func)(wrapper)
 
 
-def _wrap_function(func: Callable, probe: _Probe) -> Callable:
+def _wrap_function(func: Callable, probe: Probe) -> Callable:
     start, finish = probe.start, probe.finish
 
     def wrapper(*args, **kwargs):
@@ -150,13 +153,13 @@ def _wrap_function(func: Callable, probe: _Probe) -> Callable:
             state = start(args, kwargs)
         except Exception as fault:  # noqa: BLE001
             _fault(probe, fault)
-            state = _FAILED
+            state = FAILED
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
             _finish(probe, state, exc, None)
             raise
-        if state is not _FAILED:
+        if state is not FAILED:
             try:
                 finish(state, None, result)
             except Exception as fault:  # noqa: BLE001
@@ -166,7 +169,7 @@ def _wrap_function(func: Callable, probe: _Probe) -> Callable:
     return wrapper
 
 
-def _wrap_coroutine(func: Callable, probe: _Probe) -> Callable:
+def _wrap_coroutine(func: Callable, probe: Probe) -> Callable:
     async def wrapper(*args, **kwargs):
         state = _start(probe, args, kwargs)
         try:
@@ -180,7 +183,7 @@ def _wrap_coroutine(func: Callable, probe: _Probe) -> Callable:
     return wrapper
 
 
-def _wrap_generator(func: Callable, probe: _Probe) -> Callable:
+def _wrap_generator(func: Callable, probe: Probe) -> Callable:
     # The PEP 380 expansion of ``yield from``, with a hook on every item.
     def wrapper(*args, **kwargs):
         state = _start(probe, args, kwargs)
@@ -212,7 +215,7 @@ def _wrap_generator(func: Callable, probe: _Probe) -> Callable:
     return wrapper
 
 
-def _wrap_async_generator(func: Callable, probe: _Probe) -> Callable:
+def _wrap_async_generator(func: Callable, probe: Probe) -> Callable:
     async def wrapper(*args, **kwargs):
         state = _start(probe, args, kwargs)
         wants_items = probe.wants_items
@@ -242,7 +245,7 @@ def _wrap_async_generator(func: Callable, probe: _Probe) -> Callable:
     return wrapper
 
 
-def _is_error(exc: BaseException | None, kinds: type | tuple = Exception) -> bool:
+def is_error(exc: BaseException | None, kinds: type | tuple = Exception) -> bool:
     # GeneratorExit is the close protocol; KeyboardInterrupt, SystemExit and
     # asyncio.CancelledError are BaseExceptions, so Exception excludes them too.
     return exc is not None and not isinstance(exc, GeneratorExit) and isinstance(exc, kinds)
@@ -251,18 +254,20 @@ def _is_error(exc: BaseException | None, kinds: type | tuple = Exception) -> boo
 # --- facade idioms: Histogram.time(), Counter.count_exceptions() ------------------
 
 
-class _TimeProbe(_Probe):
+class _TimeProbe(Probe):
     def __init__(self, series) -> None:
         self.metric = series.metric
+        self.drops = series.drops
         self._observe = series.observe
 
     def finish(self, state, exc, result) -> None:
         self._observe(perf_counter() - state)
 
 
-class _ExceptionProbe(_Probe):
+class _ExceptionProbe(Probe):
     def __init__(self, series, exception) -> None:
         self.metric = series.metric
+        self.drops = series.drops
         self._inc = series.inc
         self._exception = exception
 
@@ -270,16 +275,16 @@ class _ExceptionProbe(_Probe):
         return None
 
     def finish(self, state, exc, result) -> None:
-        if _is_error(exc, self._exception):
+        if is_error(exc, self._exception):
             self._inc()
 
 
-def time_histogram(series) -> Instrument:
+def time_histogram(series) -> CallWrapper:
     """What ``Histogram.time()`` / ``HistogramSeries.time()`` return: observe elapsed seconds."""
-    return Instrument(_TimeProbe(series))
+    return CallWrapper(_TimeProbe(series))
 
 
-def count_exceptions(series, exception: type[BaseException] | tuple = Exception) -> Instrument:
+def count_exceptions(series, exception: type[BaseException] | tuple = Exception) -> CallWrapper:
     """What ``Counter.count_exceptions()`` returns: +1 per call that raises ``exception``.
 
     The exception still propagates. ``GeneratorExit`` (closing a generator) never counts.
@@ -288,11 +293,5 @@ def count_exceptions(series, exception: type[BaseException] | tuple = Exception)
     if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
         raise TypeError(f"{series.metric}: count_exceptions() takes an exception class or a tuple of them, "
                         f"got {exception!r}")
-    return Instrument(_ExceptionProbe(series, kinds))
+    return CallWrapper(_ExceptionProbe(series, kinds))
 
-
-
-# Names the decorators module builds its probes from.
-Probe = _Probe
-FAILED = _FAILED
-fault, start, finish, item, is_error = _fault, _start, _finish, _item, _is_error
