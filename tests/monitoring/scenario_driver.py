@@ -4,7 +4,14 @@ Prints {"port": N} once /metrics is served, then records a calm trading
 workload until it reads "breach" on stdin; from then on every core alert's
 condition holds. ``--retrip``: the process was just restarted and its circuit
 breaker (reason volatility) tripped again at once, before the first scrape.
-Run as a subprocess: python scenario_driver.py [--retrip]
+``--tripped-before``: the event counters are already above zero at the first
+scrape, from trips that are over (breaker api_errors tripped and reset, kill
+switch automatic activated and released, a $25K ETH/USDT trade): old events
+that must never page. Run it without runtime metrics
+(TINYWINDOW_OTEL_RUNTIME_METRICS=false) to stand for a process that did this
+long ago: with a process start time younger than 2 minutes the rules rightly
+report every count as new.
+Run as a subprocess: python scenario_driver.py [--retrip | --tripped-before]
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ def trip(reason: str, keep_open: bool) -> None:
 
 def main() -> int:
     retrip = "--retrip" in sys.argv[1:]
+    tripped_before = "--tripped-before" in sys.argv[1:]
     breach = threading.Event()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -52,10 +60,15 @@ def main() -> int:
         api_errors_total.labels(service=service, type="timeout")
     circuit_breaker_trips.labels(reason="volatility")  # exists at 0: the breach increments it
     safety_exporter.reset_circuit_breaker("volatility")
-    kill_switch_activations.labels(mode="automatic")   # exists at 0: the breach uses a brand-new mode
+    kill_switch_activations.labels(mode="automatic")   # exists before the breach, which uses a brand-new mode
     safety_exporter.release_kill_switch("automatic")
     for status, symbol in (("filled", "BTC/USDT"), ("rejected", "BTC/USDT"), ("filled", "SOL/USDT")):
         trades_total.labels(status=status, symbol=symbol)  # before the probes below fill the series limit
+    if tripped_before:
+        trip("api_errors", keep_open=False)
+        safety_exporter.record_kill_switch_activation("automatic")
+        safety_exporter.release_kill_switch("automatic")
+        trading_exporter.record_trade("ETH/USDT", "filled", amount_usd=25_000.0)
     if retrip:
         trip("volatility", keep_open=True)
     else:

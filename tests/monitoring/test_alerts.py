@@ -27,6 +27,10 @@ def promtool(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     return run_tool("promtool", *args, cwd=cwd)
 
 
+def alerts_by_name_in(text: str) -> dict[str, dict]:
+    return {rule["alert"]: rule for group in yaml.safe_load(text)["groups"] for rule in group["rules"] if "alert" in rule}
+
+
 def test_promtool_check_rules_passes():
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -55,6 +59,7 @@ FAULT_CLASSES = {
     "oscillation at the limit": ("-10.5 -9.9 -10.5", "oscillating"),
     "vanishing series": ("stale", "vanishes"),
     "exactly at the threshold": ("-10 -10", "exactly"),
+    "pushed instances": ('target_info{job="tinywindow", instance="bot-1"', "pushed"),
 }
 
 
@@ -119,14 +124,15 @@ MUTATIONS = {
         'increase({__name__=~"otelcol_exporter_sent_metric_points(_total)?"}[2m])\n            ) > 0',
         'increase({__name__=~"otelcol_exporter_sent_metric_points(_total)?"}[2m])\n            ) > 1e12'),
     "a pushed instance is never stalled without target_info": (
-        "(max_over_time(up[1m]) == 1 or count_over_time(target_info[1m]) > 0)", "(max_over_time(up[1m]) == 1)"),
+        "(max_over_time(up[1m]) == 1 or count_over_time(target_info[1m]) > 0)\n        for: 1m",
+        "(max_over_time(up[1m]) == 1)\n        for: 1m"),
     "position notional ignored": ("last_over_time(tinywindow_position_notional_usd[1m]) > 10000",
                                   "tinywindow_position_notional_usd < 0"),
     "a position of exactly $10K counted as large": ("tinywindow_position_notional_usd[1m]) > 10000",
                                                      "tinywindow_position_notional_usd[1m]) >= 10000"),
     "HighLeverage resolves when the gauge vanishes": (
-        "(last_over_time(tinywindow_leverage_ratio[1h]) unless tinywindow_leverage_ratio) > 15",
-        "(last_over_time(tinywindow_leverage_ratio[1h]) unless tinywindow_leverage_ratio) < 0"),
+        "(last_over_time(tinywindow_leverage_ratio[1h]) unless max_over_time(tinywindow_leverage_ratio[45s])) > 15",
+        "(last_over_time(tinywindow_leverage_ratio[1h]) unless max_over_time(tinywindow_leverage_ratio[45s])) < 0"),
     "TradingStalled ignores the halt": ("last_over_time(tinywindow_circuit_breaker_open[1m]) == 1",
                                         "last_over_time(tinywindow_circuit_breaker_open[1m]) == 7"),
     "unguarded denominator alerts on a service with no requests": (
@@ -135,6 +141,69 @@ MUTATIONS = {
     "p95 threshold moved": ("          ) > 5\n", "          ) > 7.6\n"),
     "for: of a loss limit dropped": ("min_over_time(tinywindow_daily_pnl_pct[45s]) < -10\n        for: 1m",
                                      "min_over_time(tinywindow_daily_pnl_pct[45s]) < -10\n        for: 0m"),
+    # Restart branches: a re-trip right after a restart brings the counter back to its old value.
+    "a re-activation of the kill switch right after a restart is missed without the process start": (
+        "tinywindow_kill_switch_activations_total > 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)",
+        "tinywindow_kill_switch_activations_total < 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)"),
+    "a large trade right after a restart is missed without the process start": (
+        "          ) > 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)",
+        "          ) < 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)"),
+    # A Prometheus outage longer than 5m: the offset test pages for every old count once the gap is 5m behind.
+    "the offset test pages an old kill-switch activation after an outage": (
+        "tinywindow_kill_switch_activations_total > 0\n            and (count_over_time(tinywindow_kill_switch_activations_total[2m])"
+        " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
+        "(tinywindow_kill_switch_activations_total unless tinywindow_kill_switch_activations_total offset 5m) > 0"),
+    "the offset test pages an old large trade after an outage": (
+        "            and (count_over_time(tinywindow_trade_amount_usd_count[2m]) < on (job, instance) group_left max by (job, instance) "
+        "(sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
+        "            unless on (job, instance, symbol) tinywindow_trade_amount_usd_count offset 5m"),
+    "the offset test pages old dropped measurements after an outage": (
+        "tinywindow_otel_dropped_measurements_total > 0\n            and (count_over_time(tinywindow_otel_dropped_measurements_total[15m])"
+        " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[15m]) or count_over_time(target_info[15m])))",
+        "(tinywindow_otel_dropped_measurements_total unless tinywindow_otel_dropped_measurements_total offset 5m) > 0"),
+    "the offset test pages an old cardinality overflow after an outage": (
+        "tinywindow_otel_cardinality_overflow_total > 0\n            and (count_over_time(tinywindow_otel_cardinality_overflow_total[15m])"
+        " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[15m]) or count_over_time(target_info[15m])))",
+        "(tinywindow_otel_cardinality_overflow_total unless tinywindow_otel_cardinality_overflow_total offset 5m) > 0"),
+    # Pushed instances: no `up`, no stale markers (an instant value lingers 5m after the last push).
+    "a pushed instance's vanished leverage gauge resolves without target_info": (
+        "(max_over_time(up[1m]) == 1 or count_over_time(target_info[1m]) > 0)\n          or\n",
+        "(max_over_time(up[1m]) == 1)\n          or\n"),
+    "a pushed leverage gauge's lingering instant value resolves the alert": (
+        "unless max_over_time(tinywindow_leverage_ratio[45s])) > 15", "unless tinywindow_leverage_ratio) > 15"),
+    "equity <= 0 on a pushed instance pages only once the instant value is 5m old": (
+        "unless on (job, instance) max_over_time(tinywindow_leverage_ratio[45s])", "unless on (job, instance) tinywindow_leverage_ratio"),
+    # Exactly at each threshold: `>` -> `>=` (`<` -> `<=`) must make a test fail.
+    "a daily loss of exactly -10% counted as exceeded": ("tinywindow_daily_pnl_pct[45s]) < -10", "tinywindow_daily_pnl_pct[45s]) <= -10"),
+    "a drawdown of exactly 15% counted as exceeded": ("tinywindow_drawdown_pct[45s]) > 15", "tinywindow_drawdown_pct[45s]) >= 15"),
+    "leverage of exactly 15x counted as high": ("max_over_time(tinywindow_leverage_ratio[45s]) > 15\n",
+                                                "max_over_time(tinywindow_leverage_ratio[45s]) >= 15\n"),
+    "an API error rate of exactly 10% counted as high": ("          ) > 0.1\n", "          ) >= 0.1\n"),
+    "a p95 latency of exactly 5s counted as high": ("          ) > 5\n", "          ) >= 5\n"),
+    "exactly 20% rejected trades counted as high": ("          ) > 0.2\n", "          ) >= 0.2\n"),
+    "exactly 5 rejections not enough": ('(increase(tinywindow_trades_total{status="rejected"}[10m])) >= 5',
+                                        '(increase(tinywindow_trades_total{status="rejected"}[10m])) > 5'),
+    "a heartbeat exactly the stall window old counted as stalled": (
+        ") > on () group_left tinywindow:trading_stall_window_seconds", ") >= on () group_left tinywindow:trading_stall_window_seconds"),
+    "a fast burn of exactly 14.4x counted as burning": ("> 0.144", ">= 0.144"),
+    "a slow burn of exactly 6x counted as burning": ("> 0.06", ">= 0.06"),
+    "a dropped-measurements counter at 0 counted as a drop (series born at 0)": (
+        "tinywindow_otel_dropped_measurements_total > 0\n", "tinywindow_otel_dropped_measurements_total >= 0\n"),
+    "a dropped-measurements counter standing at 0 counted as a drop": (
+        "increase(tinywindow_otel_dropped_measurements_total[15m]) > 0", "increase(tinywindow_otel_dropped_measurements_total[15m]) >= 0"),
+    "an overflow counter at 0 counted as an overflow (series born at 0)": (
+        "tinywindow_otel_cardinality_overflow_total > 0\n", "tinywindow_otel_cardinality_overflow_total >= 0\n"),
+    "an overflow counter standing at 0 counted as an overflow": (
+        "increase(tinywindow_otel_cardinality_overflow_total[15m]) > 0", "increase(tinywindow_otel_cardinality_overflow_total[15m]) >= 0"),
+    "no failed notification counted as failing": ("(increase(alertmanager_notifications_failed_total[10m])) > 0",
+                                                   "(increase(alertmanager_notifications_failed_total[10m])) >= 0"),
+    "no dropped point counted as an export failure": (
+        '(_total)?"}[5m])\n          ) > 0', '(_total)?"}[5m])\n          ) >= 0'),
+    "an empty queue counted as an export failure": ("min_over_time(otelcol_exporter_queue_size[2m])) > 0",
+                                                    "min_over_time(otelcol_exporter_queue_size[2m])) >= 0"),
+    "a queue with nothing sent counted as healthy": (
+        'increase({__name__=~"otelcol_exporter_sent_metric_points(_total)?"}[2m])\n            ) > 0',
+        'increase({__name__=~"otelcol_exporter_sent_metric_points(_total)?"}[2m])\n            ) >= 0'),
 }
 
 
@@ -143,14 +212,17 @@ def test_promtool_tests_catch_a_weakened_rule(mutation, tmp_path):
     old, new = MUTATIONS[mutation]
     source = RULES.read_text()
     assert old in source, f"mutation {mutation!r} no longer applies"
-    # Only the test groups of the mutated alert run (promtool is slow on a busy machine).
-    alertname = re.findall(r"- alert: (\w+)", source[:source.index(old)])[-1]
+    mutated = source.replace(old, new)
+    # Only the test groups of the alerts the mutation changed run (promtool is slow on a busy machine).
+    before, after = (alerts_by_name_in(text) for text in (source, mutated))
+    changed = {name for name in before if before[name] != after.get(name)}
+    assert changed, mutation
     document = yaml.safe_load(RULE_TESTS.read_text())
     document["tests"] = [test for test in document["tests"]
-                         if any(case["alertname"] == alertname for case in test["alert_rule_test"])]
-    assert document["tests"], alertname
+                         if any(case["alertname"] in changed for case in test["alert_rule_test"])]
+    assert document["tests"], changed
     (tmp_path / "tests").mkdir()
-    (tmp_path / RULES.name).write_text(source.replace(old, new))
+    (tmp_path / RULES.name).write_text(mutated)
     (tmp_path / "tests" / RULE_TESTS.name).write_text(yaml.safe_dump(document, sort_keys=False))
     check = promtool("check", "rules", str(tmp_path / RULES.name))
     assert check.returncode == 0, f"{mutation}: the mutated rules do not load: {check.stdout}{check.stderr}"

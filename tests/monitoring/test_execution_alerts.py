@@ -78,6 +78,14 @@ MUTATIONS = {
     "calibration threshold moved": ("tinywindow_agent_brier_score[45s]) > 0.25", "tinywindow_agent_brier_score[45s]) > 0.5"),
     "a failed scrape resolves the stale-feed alert": ("max_over_time(tinywindow_exchange_feed_age_seconds[45s])",
                                                       "tinywindow_exchange_feed_age_seconds"),
+    # Exactly at each threshold: `>` -> `>=` (`>=` -> `>`) must make a test fail.
+    "a feed exactly 60 s old counted as stale": ("feed_age_seconds[45s]) > 60", "feed_age_seconds[45s]) >= 60"),
+    "exactly 10% rejected orders counted as high": ("          > 0.1\n", "          >= 0.1\n"),
+    "a p95 slippage of exactly 25 bps counted as high": ("          ) > 25\n", "          ) >= 25\n"),
+    "spend of exactly the budget counted as over it": ("> on () group_left ()", ">= on () group_left ()"),
+    "a Brier score of exactly 0.25 counted as drift": ("brier_score[45s]) > 0.25", "brier_score[45s]) >= 0.25"),
+    "exactly 20 outcomes not enough to judge": ("(increase(tinywindow_agent_outcomes_total[1d])) >= 20)",
+                                                "(increase(tinywindow_agent_outcomes_total[1d])) > 20)"),
 }
 
 
@@ -88,6 +96,8 @@ def test_promtool_tests_catch_a_weakened_rule(mutation, tmp_path):
     assert old in source, f"mutation {mutation!r} no longer applies"
     (tmp_path / "tests").mkdir()
     (tmp_path / EXECUTION_RULES.name).write_text(source.replace(old, new))
+    check = promtool("check", "rules", str(tmp_path / EXECUTION_RULES.name))
+    assert check.returncode == 0, f"{mutation}: the mutated rules do not load: {check.stdout}{check.stderr}"
     shutil.copy(EXECUTION_RULE_TESTS, tmp_path / "tests" / EXECUTION_RULE_TESTS.name)
     result = promtool("test", "rules", str(tmp_path / "tests" / EXECUTION_RULE_TESTS.name))
     assert result.returncode != 0, f"promtool tests still pass with: {mutation}"

@@ -3,13 +3,22 @@
 Rules are the repository's, with every non-zero `for:`/`keep_firing_for:`
 shortened to 2s in a temporary copy (windows and thresholds untouched) and
 Alertmanager's group waits shortened. Every core alert must reach
-Alertmanager; the proxy fails one scrape (HTTP 500) while counters that
-existed from the first scrape are on /metrics, and again while the alerts
-fire; then the driver restarts (new process, scrapes failing meanwhile) with
-its circuit breaker tripped again at once, the counter back at the value it
-had. No false page, no missed page, no RESOLVED for the breaker while trading
-is halted. Critical alerts must reach the pager receiver with the token from
-the secret file, and every dashboard panel query must return data.
+Alertmanager; the proxy fails one scrape (HTTP 500) while counters that are
+above zero since the first scrape are on /metrics (old breaker, kill-switch and
+large-trade events, the SDK self-metrics), and again while the alerts fire;
+then the driver restarts (new process, scrapes failing meanwhile) with its
+circuit breaker tripped again at once, the counter back at the value it had.
+No false page, no missed page, no RESOLVED for the breaker while trading is
+halted. After each failure the test waits until every rule group has been
+evaluated past the failure plus the longest `for:` plus one interval, then reads
+Prometheus' ALERTS series (every pending or firing state of every evaluation)
+and each alert's activeAt. Critical alerts must reach the pager receiver with
+the token from the secret file, and every dashboard panel query must return data.
+
+The first driver runs without runtime metrics, so it has no
+process_start_time_seconds: it stands for a process whose old events happened
+long ago (with a start time younger than 2 minutes every count is rightly new).
+The restarted driver has it, so the rules' restart branch is live there.
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ import json
 import math
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -39,6 +50,9 @@ GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__range": "1m", "$__interval":
 BUDGET_SECONDS = 180
 # Alerts the counters present from the first scrape must never cause.
 NEVER = {"TelemetryMeasurementsDropped", "MetricCardinalityOverflow"}
+# The events the first driver had before its first scrape (--tripped-before): alert, label, value.
+OLD_EVENTS = {("CircuitBreakerTripped", "reason", "api_errors"), ("KillSwitchActivated", "mode", "automatic"),
+              ("LargePositionSize", "symbol", "ETH/USDT")}
 
 
 def prometheus_query(stack: LocalStack, expr: str) -> list[dict]:
@@ -52,9 +66,51 @@ def am_alerts(stack: LocalStack) -> list[dict]:
             if a["labels"]["alertname"] != "Watchdog"]
 
 
+def old_event(labels: dict[str, str]) -> bool:
+    return any(labels["alertname"] == name and labels.get(label) == value for name, label, value in OLD_EVENTS)
+
+
+def rule_groups(stack: LocalStack) -> list[dict]:
+    return json.loads(fetch(f"{stack.prometheus_url}/api/v1/rules"))["data"]["groups"]
+
+
 def rule_health(stack: LocalStack) -> dict[str, str]:
-    groups = json.loads(fetch(f"{stack.prometheus_url}/api/v1/rules"))["data"]["groups"]
-    return {rule["name"]: rule["health"] for group in groups for rule in group["rules"]}
+    return {rule["name"]: rule["health"] for group in rule_groups(stack) for rule in group["rules"]}
+
+
+def prometheus_alerts(stack: LocalStack) -> dict[frozenset, dict]:
+    """Pending and firing alerts in Prometheus now, by label set (the Watchdog left out)."""
+    alerts = json.loads(fetch(f"{stack.prometheus_url}/api/v1/alerts"))["data"]["alerts"]
+    return {frozenset(a["labels"].items()): a for a in alerts if a["labels"]["alertname"] != "Watchdog"}
+
+
+def epoch(rfc3339: str) -> float:
+    """Seconds since the epoch of a time as Prometheus' API writes it (Go RFC 3339, nanoseconds)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", rfc3339)
+    assert match, rfc3339
+    zone = "+00:00" if match[3] == "Z" else match[3]
+    return datetime.fromisoformat(match[1] + zone).timestamp() + float(match[2] or 0)
+
+
+def wait_for_evaluations_after(stack: LocalStack, moment: float) -> float:
+    """Wait until every rule group has been evaluated after ``moment`` + the longest `for:` + one interval.
+
+    By then any alert a fault at ``moment`` could cause has been pending and,
+    past its `for:`, firing in at least one evaluation. Returns that deadline.
+    """
+    groups = rule_groups(stack)
+    longest_for = max(rule.get("duration", 0) for group in groups for rule in group["rules"])
+    deadline = moment + longest_for + max(group["interval"] for group in groups)
+    wait_until(lambda: all(epoch(group["lastEvaluation"]) > deadline for group in rule_groups(stack)),
+               timeout=deadline - time.time() + 20, interval=0.2,
+               what=f"every rule group evaluated {longest_for}s + one interval after the fault")
+    return deadline
+
+
+def alert_states_since(stack: LocalStack, moment: float) -> list[dict]:
+    """Label sets (with alertstate) of every alert pending or firing at any evaluation since ``moment``."""
+    window = math.ceil(time.time() - moment) + 1
+    return [r["metric"] for r in prometheus_query(stack, f'count_over_time(ALERTS{{alertname!="Watchdog"}}[{window}s])')]
 
 
 def notified(stack: LocalStack, status: str | None = None) -> list[tuple[str, dict]]:
@@ -70,9 +126,9 @@ class Driver:
         self.proxy = proxy
         self.process: subprocess.Popen | None = None
 
-    def start(self, *args: str) -> None:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> None:
         process = subprocess.Popen([sys.executable, str(DRIVER), *args], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, env=os.environ.copy(), text=True)
+                                   stdout=subprocess.PIPE, env={**os.environ, **(env or {})}, text=True)
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
         self.process = process
@@ -100,18 +156,21 @@ def proxy():
 @pytest.fixture
 def driver(proxy):
     driver = Driver(proxy)
-    driver.start()
+    driver.start("--tripped-before", env={"TINYWINDOW_OTEL_RUNTIME_METRICS": "false"})
     yield driver
     driver.stop()
 
 
-def fail_one_scrape(stack: LocalStack, proxy: ScrapeProxy) -> None:
+def fail_one_scrape(stack: LocalStack, proxy: ScrapeProxy) -> float:
+    """Fail the next scrape; returns a time by which it had failed."""
     before = proxy.fail_next(1)
     wait_until(lambda: proxy.failed > before, timeout=10, interval=0.1, what="the injected scrape failure")
+    failed_at = time.time()
     wait_until(lambda: prometheus_query(stack, 'min_over_time(up{job="tinywindow"}[5s]) == 0'),
                timeout=10, interval=0.2, what="Prometheus recording the failed scrape")
     wait_until(lambda: prometheus_query(stack, 'up{job="tinywindow"} == 1'), timeout=10, interval=0.2,
                what="the next scrape succeeding")
+    return failed_at
 
 
 def test_every_core_alert_reaches_alertmanager_through_failed_scrapes_and_a_restart(driver, proxy, toolchain):  # both versions
@@ -123,15 +182,29 @@ def test_every_core_alert_reaches_alertmanager_through_failed_scrapes_and_a_rest
         # Calm: once the rules have run over a few scrapes, nothing fires but the Watchdog.
         wait_until(lambda: prometheus_query(stack, 'count_over_time(up{job="tinywindow"}[1m]) >= 4'),
                    timeout=30, interval=0.2, what="four scrapes of the driver")
+        calm_from = time.time()
         wait_until(lambda: prometheus_query(stack, "tinywindow_otel_cardinality_overflow_total"),
                    timeout=10, interval=0.2, what="the self-metrics scraped")
         health = rule_health(stack)
         assert set(health.values()) == {"ok"}, health
+        old_counts = prometheus_query(stack, 'tinywindow_circuit_breaker_trips_total > 0 or tinywindow_kill_switch_activations_total > 0'
+                                             ' or tinywindow_trade_amount_usd_count{symbol="ETH/USDT"} > 0')
+        assert len(old_counts) == 3, old_counts
+        assert prometheus_query(stack, 'process_start_time_seconds{job="tinywindow"}') == []
         wait_until(lambda: any(path == "/deadmans-switch" for path, _ in notified(stack)), timeout=20,
                    interval=0.25, what="the Watchdog at the dead-man's switch")
-        # One failed scrape (HTTP 500): counters that were there all along page nobody.
-        fail_one_scrape(stack, proxy)
+        # One failed scrape (HTTP 500): counters that were above zero all along page nobody.
+        failed_at = fail_one_scrape(stack, proxy)
+        wait_for_evaluations_after(stack, failed_at)
+        states = alert_states_since(stack, failed_at - 1)
+        assert [m for m in states if m["alertstate"] == "firing"] == [], f"fired after one failed scrape: {states}"
+        # One evaluation may see up == 0; nothing else may even start to pend.
+        assert [m for m in states if m["alertname"] != "MetricsEndpointDown"] == [], f"pending after one failed scrape: {states}"
         assert am_alerts(stack) == []
+        # (Before the first scrape, absent(up) may fire with the shortened for: 2s: started before calm.)
+        paged = [a["labels"] for _, a in notified(stack)
+                 if a["labels"]["alertname"] != "Watchdog" and epoch(a["startsAt"]) >= calm_from]
+        assert paged == [], f"notified after one failed scrape: {paged}"
 
         driver.send("breach")
         breached = time.monotonic()
@@ -173,8 +246,17 @@ def test_every_core_alert_reaches_alertmanager_through_failed_scrapes_and_a_rest
         wait_until(paged, timeout=30, interval=0.25, what="critical alerts delivered to the pager receiver")
         assert all(ok for _, ok, _ in stack.sink.notifications)
 
-        # A failed scrape while everything fires: nothing resolves.
-        fail_one_scrape(stack, proxy)
+        # A failed scrape while everything fires: nothing resolves (an alert that
+        # resolved and came back would have a new activeAt).
+        firing = {key: a for key, a in prometheus_alerts(stack).items()
+                  if a["state"] == "firing" and a["labels"]["alertname"] in CORE_ALERTS}
+        assert set(CORE_ALERTS) == {a["labels"]["alertname"] for a in firing.values()}
+        failed_at = fail_one_scrape(stack, proxy)
+        wait_for_evaluations_after(stack, failed_at)
+        now = prometheus_alerts(stack)
+        lost = {a["labels"]["alertname"]: a["labels"] for key, a in firing.items()
+                if key not in now or now[key]["state"] != "firing" or now[key]["activeAt"] != a["activeAt"]}
+        assert lost == {}, f"resolved (or restarted) by one failed scrape: {lost}"
         assert set(CORE_ALERTS) <= {a["labels"]["alertname"] for a in am_alerts(stack)}
         assert set(rule_health(stack).values()) == {"ok"}
 
@@ -196,22 +278,29 @@ def test_every_core_alert_reaches_alertmanager_through_failed_scrapes_and_a_rest
 
         # Restart: scrapes fail while the process is gone; the new process trips
         # the breaker again at once (its counter is back at 1, the old value).
+        (breaker,) = [a for a in prometheus_alerts(stack).values()
+                      if a["labels"]["alertname"] == "CircuitBreakerTripped" and a["labels"]["reason"] == "volatility"]
         driver.stop()
         wait_until(lambda: prometheus_query(stack, 'up{job="tinywindow"} == 0'), timeout=10, interval=0.2,
                    what="the restart seen as a failed scrape")
         driver.start("--retrip")
         wait_until(lambda: prometheus_query(stack, 'up{job="tinywindow"} == 1'), timeout=10, interval=0.2,
                    what="the restarted driver scraped")
-        # Halted before, halted after: the breaker alert stays active and never resolved.
-        settled = time.monotonic() + 5
-        wait_until(lambda: time.monotonic() > settled and any(
+        assert prometheus_query(stack, 'time() - process_start_time_seconds{job="tinywindow"} < 120'), "no process start"
+        # Halted before, halted after: the breaker alert stays firing, never resolved in between.
+        wait_for_evaluations_after(stack, time.time())
+        after = [a for a in prometheus_alerts(stack).values()
+                 if a["labels"]["alertname"] == "CircuitBreakerTripped" and a["labels"]["reason"] == "volatility"]
+        assert [(a["state"], a["activeAt"]) for a in after] == [("firing", breaker["activeAt"])], after
+        wait_until(lambda: any(
             a["labels"]["alertname"] == "CircuitBreakerTripped" and a["labels"].get("reason") == "volatility"
             and a["status"]["state"] == "active" for a in am_alerts(stack)),
             timeout=20, interval=0.25, what="CircuitBreakerTripped (volatility) active after the restart")
         resolved = [(p, a["labels"]) for p, a in notified(stack, "resolved")
                     if a["labels"]["alertname"] == "CircuitBreakerTripped" and a["labels"].get("reason") == "volatility"]
         assert resolved == [], f"RESOLVED sent while the breaker was open: {resolved}"
-        false_pages = [(p, a["labels"]) for p, a in notified(stack) if a["labels"]["alertname"] in NEVER]
+        false_pages = [(p, a["labels"]) for p, a in notified(stack)
+                       if a["labels"]["alertname"] in NEVER or old_event(a["labels"])]
         assert false_pages == [], f"pages from counters present since the first scrape: {false_pages}"
 
         # The endpoint going away is noticed too.

@@ -22,9 +22,11 @@ def firing(prometheus: Prometheus) -> set[str]:
     return {a["metric"]["alertname"] for a in prometheus.query('ALERTS{alertstate="firing"}')}
 
 
-# Pushed instances have no `up` and no process_start_time_seconds (nothing scrapes
-# them); their liveness series is target_info. Rules that find "a brand-new series
-# already > 0" through `up` alone miss pushed instances (docs/deployment.md).
+# Pushed instances have no `up` (nothing scrapes them); their liveness series is
+# target_info. Rules that find "a brand-new series already > 0" through `up` alone
+# miss pushed instances (docs/deployment.md). process_start_time_seconds is pushed
+# with the runtime metrics, under the instance's job and instance, so the rules'
+# restart branch covers pushed instances too.
 def test_every_core_alert_fires_on_every_push_path(tmp_path, prometheus3, otelcol):
     rules = {"alerts/" + RULES.name: shorten_for(RULES.read_text(), "2s")}
     with Processes(tmp_path) as procs:
@@ -52,6 +54,11 @@ def test_every_core_alert_fires_on_every_push_path(tmp_path, prometheus3, otelco
         # Pushed data has no up{job="tinywindow"}: its target_info proves the app is there.
         absent = {name: "MetricsEndpointAbsent" in firing(p) for name, p in paths.items()}
         assert absent == {name: False for name in paths}, absent
+        # The restart branch joins process_start_time_seconds on (job, instance): pushed too.
+        starts = {name: {(r["metric"]["job"], r["metric"]["instance"])
+                         for r in p.query('time() - process_start_time_seconds{job="tinywindow"} < 120')}
+                  for name, p in paths.items()}
+        assert starts == {name: {("tinywindow", "bot-1")} for name in paths}, starts
 
         for driver in drivers:
             driver.send("breach")
