@@ -39,14 +39,12 @@ from pathlib import Path
 import pytest
 
 from helpers import fetch, require_tool, wait_until
-from monitoring.assets import CORE_DASHBOARDS, ROOT, CORE_ALERTS, load_dashboards, panel_targets
+from monitoring.assets import CORE_ALERTS, CORE_DASHBOARDS, ROOT
+from monitoring.panels import panels_without_data
 from monitoring.scrape_proxy import ScrapeProxy
 from tinywindow_otel.cli.stack import LocalStack
 
 DRIVER = Path(__file__).with_name("scenario_driver.py")
-# What Grafana would substitute at a 1s scrape interval (rate interval >= 4 scrapes), "All" for the variables.
-GRAFANA_VARIABLES = {"$__rate_interval": "10s", "$__range": "1m", "$__interval": "1s",
-                     "$job": ".+", "$instance": ".+", "$symbol": ".+", "$service": ".+"}
 BUDGET_SECONDS = 180
 # Alerts the counters present from the first scrape must never cause.
 NEVER = {"TelemetryMeasurementsDropped", "MetricCardinalityOverflow"}
@@ -260,20 +258,9 @@ def test_every_core_alert_reaches_alertmanager_through_failed_scrapes_and_a_rest
         assert set(CORE_ALERTS) <= {a["labels"]["alertname"] for a in am_alerts(stack)}
         assert set(rule_health(stack).values()) == {"ok"}
 
-        # Every panel of the trading, risk and system dashboards returns data from this Prometheus.
-        empty = []
-        for uid, dashboard in load_dashboards().items():
-            if uid not in CORE_DASHBOARDS:
-                continue  # execution and agent panels need order data: tests/test_execution_dashboards.py
-            for panel, target in panel_targets(dashboard):
-                expr = target["expr"]
-                for variable, value in GRAFANA_VARIABLES.items():
-                    expr = expr.replace(variable, value)
-                assert "$" not in expr, f"unsubstituted variable in {expr!r}"
-                result = prometheus_query(stack, expr)
-                values = [float(r["value"][1]) for r in result]
-                if not any(math.isfinite(v) for v in values):
-                    empty.append(f"{uid} / {panel['title']} / {target['refId']}: {expr}")
+        # Every panel of the trading, risk and system dashboards returns data from this Prometheus
+        # (the execution and agents dashboards: test_execution_dashboards_live.py).
+        empty = panels_without_data(lambda expr: prometheus_query(stack, expr), CORE_DASHBOARDS)
         assert not empty, "panel queries without data:\n" + "\n".join(empty)
 
         # Restart: scrapes fail while the process is gone; the new process trips
