@@ -44,7 +44,7 @@ ENV_AUTH_HASH_FILE = "TINYWINDOW_OTEL_BASIC_AUTH_PASSWORD_HASH_FILE"
 
 _SCHEME = "pbkdf2_sha256"
 DEFAULT_ITERATIONS = 200_000
-_MIN_ITERATIONS = 10_000
+MIN_ITERATIONS = 10_000
 
 
 class SecurityConfigError(ValueError):
@@ -102,8 +102,8 @@ def _parse_hash(stored: str) -> tuple[int, bytes, bytes]:
         if scheme != _SCHEME:
             raise ValueError(f"unsupported scheme {scheme!r}")
         rounds = int(iterations)
-        if rounds < _MIN_ITERATIONS:
-            raise ValueError(f"{rounds} iterations is too few (minimum {_MIN_ITERATIONS})")
+        if rounds < MIN_ITERATIONS:
+            raise ValueError(f"{rounds} iterations is too few (minimum {MIN_ITERATIONS})")
         return rounds, base64.b64decode(salt, validate=True), base64.b64decode(expected, validate=True)
     except ValueError as exc:  # binascii.Error is a ValueError too
         raise SecurityConfigError(

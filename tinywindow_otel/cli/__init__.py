@@ -13,7 +13,7 @@ import threading
 from typing import NoReturn
 
 from .. import __version__
-from ..security import _MIN_ITERATIONS, DEFAULT_ITERATIONS
+from ..security import DEFAULT_ITERATIONS, MIN_ITERATIONS
 from ..server import DEFAULT_HOST, DEFAULT_PORT, MetricsServer
 
 DESCRIPTION = "TinyWindow trading metrics on OpenTelemetry, with the monitoring assets to use them."
@@ -87,9 +87,9 @@ def _iterations(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if not _MIN_ITERATIONS <= value <= MAX_ITERATIONS:
+    if not MIN_ITERATIONS <= value <= MAX_ITERATIONS:
         raise argparse.ArgumentTypeError(
-            f"invalid iterations {text!r}: a whole number from {_MIN_ITERATIONS} (the fewest /metrics accepts) "
+            f"invalid iterations {text!r}: a whole number from {MIN_ITERATIONS} (the fewest /metrics accepts) "
             f"to {MAX_ITERATIONS}")
     return value
 
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Read a password (prompted, or the first line of stdin) and print "
                                               "its PBKDF2 hash, for --basic-auth-hash-file.")
     hashing.add_argument("--iterations", type=_iterations, default=DEFAULT_ITERATIONS,
-                         help=f"PBKDF2 iterations (default {DEFAULT_ITERATIONS}, at least {_MIN_ITERATIONS}, "
+                         help=f"PBKDF2 iterations (default {DEFAULT_ITERATIONS}, at least {MIN_ITERATIONS}, "
                               f"at most {MAX_ITERATIONS})")
     hashing.set_defaults(func=_hash_password)
 
