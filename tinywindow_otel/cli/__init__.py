@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
     demo.add_argument("--scenario", choices=("calm", "breach"), default="calm",
                       help="calm (default): inside every alert threshold; breach: drive each trading/API alert "
-                           "over its threshold in turn and back")
+                           "over its threshold in turn and back (with `stack --fast-alerts`, each fires and "
+                           "resolves within 5 minutes)")
     demo.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (or env TINYWINDOW_OTEL_TLS_CERT_FILE)")
     demo.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert, if not in the certificate file")
     demo.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mutual TLS)")
@@ -259,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
     stack.add_argument("--scenario", choices=("calm", "breach"), default="calm",
                        help="demo scenario: calm (default) pages nothing; breach shows each alert fire and resolve "
-                            "(with --fast-alerts, within about 5 minutes)")
+                            "(with --fast-alerts, within 5 minutes)")
     stack.add_argument("--collector", action="store_true",
                        help="the demo pushes OTLP to an OpenTelemetry Collector (collector/otelcol.yaml), "
                             "which remote-writes to Prometheus")

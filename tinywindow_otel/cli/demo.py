@@ -6,15 +6,18 @@ to market. Every label set that dashboards and alerts expect is created at 0
 up front, so all 18 families are on /metrics from the first scrape (and
 alerts see a counter go 0 -> 1, not appear at 1).
 
-Scenarios: ``calm`` (the default) stays inside every alert threshold (no
-safety event, positions capped below $10K notional); ``breach`` drives each
+Scenarios: ``calm`` (the default) stays inside every alert threshold however
+long it runs (no safety event, positions capped below $10K notional, prices
+and the portfolio value revert towards where they started); ``breach`` drives each
 of the eight trading/API alerts over its threshold in turn and back again
-(``BREACH_PHASES``), so ``tinywindow-otel stack --fast-alerts --scenario breach``
-shows each one FIRING and then RESOLVED within about five minutes.
+(``BREACH_PHASES``, one condition at a time), so
+``tinywindow-otel stack --fast-alerts --scenario breach`` shows each one
+FIRING and then RESOLVED within 5 minutes.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -38,6 +41,13 @@ KILL_SWITCH_MODES = ("manual", "automatic")
 SCENARIOS = ("calm", "breach")
 #: Calm trading keeps each position below this notional (LargePositionSize is at $10K).
 CALM_MAX_NOTIONAL = 8_000.0
+#: Per tick: price volatility, and the pull of each price back towards its reference
+#: (a range-bound market: calm drawdown and daily P&L stay within a few percent for hours).
+PRICE_VOLATILITY = 0.002
+PRICE_REVERSION = 0.01
+#: Per closing trade, the pull of the portfolio's value back towards where it started: the
+#: noise of trading (positions times price moves, fills against a noisy entry) is a random walk.
+PNL_REVERSION = 0.01
 
 
 @dataclass(frozen=True)
@@ -47,28 +57,41 @@ class Phase:
     alert: str
     start: float
     end: float
+    what: str  # printed when the phase starts
 
     def active(self, elapsed: float) -> bool:
         return self.start <= elapsed < self.end
 
 
-# Events (activation, trade, trip) come first: their alerts hold for the rules'
-# 2-minute event window. HighLeverage comes after KillSwitchActivated has
-# resolved (Alertmanager inhibits it while the kill switch alert is active).
-# API phases are followed by a burst of healthy calls (a client draining its
-# queue) so the 5-minute ratios fall back quickly.
+# One condition at a time, back to back; how long each alert then takes to
+# show FIRING and RESOLVED with --fast-alerts (for: and keep_firing_for: 10s,
+# 5s scrapes) is the rules' doing:
+#   - events (activation, trade, trip) first: their alerts hold for the rules'
+#     2-minute event window after the event, whatever the phase's length;
+#   - daily loss, drawdown, leverage: the 45s range window + keep_firing_for,
+#     about a minute after the phase ends;
+#   - API errors and latency: a burst of healthy calls after the phase (a
+#     client draining its queue) brings the 5-minute ratios back in seconds.
+# HighLeverage starts after KillSwitchActivated has resolved (Alertmanager
+# inhibits it while the kill switch alert is active). The last RESOLVED comes
+# well inside 5 minutes (tests/monitoring/test_breach_scenario.py).
 BREACH_PHASES = (
-    Phase("KillSwitchActivated", 15, 45),      # kill switch "manual" engaged for 30 s
-    Phase("LargePositionSize", 30, 45),        # buy $25K of SOL, sell it in three trades below $10K
-    Phase("CircuitBreakerTripped", 45, 75),    # breaker "volatility" open for 30 s
-    Phase("DailyLossExceeded", 60, 100),       # marked 12% down: daily P&L about -12%
-    Phase("DrawdownExceeded", 110, 150),       # marked 20% down: drawdown about 20%
-    Phase("HighAPIErrorRate", 130, 165),       # every binance call fails
-    Phase("HighLeverage", 150, 190),           # 20x reported by the risk engine
-    Phase("HighAPILatency", 175, 195),         # claude calls take 8 s
+    Phase("KillSwitchActivated", 5, 25, 'kill switch "manual" engaged'),
+    Phase("LargePositionSize", 25, 35, "buy $25K of SOL; then sell it in trades below $10K"),
+    Phase("CircuitBreakerTripped", 35, 55, 'circuit breaker "volatility" open'),
+    Phase("DailyLossExceeded", 55, 85, "portfolio marked to a 12% loss on the day, drawdown below 15%"),
+    Phase("HighAPIErrorRate", 85, 120, "every binance call fails"),
+    Phase("DrawdownExceeded", 120, 150, "a rally to a new peak, then 18% below it; the day stays above -10%"),
+    Phase("HighLeverage", 150, 180, "the risk engine reports 20x"),
+    Phase("HighAPILatency", 180, 210, "claude calls take 8s"),
 )
+#: The drawdown phase's rally to a new peak lasts this long (one scrape sees it) before the fall.
+RALLY_SECONDS = 5.0
+DAILY_LOSS = 0.12     # of the day's start value: below the -10% limit
+RALLY = 0.15          # above the day's peak so far
+DRAWDOWN = 0.18       # below the rally's peak: above the 15% limit, the day at -5.7% or better
 RECOVERY_SECONDS = 20.0
-RECOVERY_CALLS_PER_TICK = 25
+RECOVERY_CALLS_PER_TICK = 40
 
 
 class TradingSimulation:
@@ -79,9 +102,13 @@ class TradingSimulation:
         self.prices = dict(SYMBOLS)
         self.positions: dict[str, float] = {}
         self.cash = starting_value
+        self.starting_value = starting_value
         self.realised = 0.0
+        # The portfolio values reported so far: the first (the day's start, within one UTC day) and the highest.
+        self.first_value: float | None = None
+        self.peak_value: float | None = None
         # What a breach scenario changes for this tick (see Breach.apply).
-        self.markdown = 0.0               # fraction the portfolio is marked down
+        self.mark = 1.0                     # the portfolio is reported at this multiple of its value
         self.leverage: float | None = None  # reported by "the risk engine" instead of computed
         self.failing: set[str] = set()      # services whose calls all fail
         self.slow: set[str] = set()         # services whose calls take 8 s
@@ -113,8 +140,9 @@ class TradingSimulation:
 
     def tick(self) -> None:
         rng = self.rng
-        for symbol in self.prices:
-            self.prices[symbol] *= 1.0 + rng.gauss(0.0, 0.002)
+        for symbol, price in self.prices.items():
+            pull = PRICE_REVERSION * math.log(price / SYMBOLS[symbol])
+            self.prices[symbol] = price * math.exp(rng.gauss(0.0, PRICE_VOLATILITY) - pull)
 
         for service, typical in SERVICES.items():
             latency = rng.lognormvariate(0.0, 0.5) * typical
@@ -134,8 +162,8 @@ class TradingSimulation:
         if action != "hold":
             self._trade(rng.choice(list(self.prices)), action)
 
-        value = self.portfolio_value() * (1.0 - self.markdown)
-        unrealised = value - 50_000.0 - self.realised
+        value = self.portfolio_value() * self.mark
+        unrealised = value - self.starting_value - self.realised
         portfolio_exporter.update_portfolio(
             total_value=value,
             unrealized_pnl=unrealised,
@@ -144,6 +172,13 @@ class TradingSimulation:
             prices=self.prices,  # leverage (unless reported) and each position's notional
         )
         risk_exporter.set_var_95(abs(rng.gauss(0.02, 0.005)) * value)
+        if self.first_value is None:
+            self.first_value = value
+        self.peak_value = value if self.peak_value is None else max(self.peak_value, value)
+
+    def mark_to(self, value: float) -> None:
+        """Report the portfolio at ``value`` from now on (moving with the market from there)."""
+        self.mark = value / self.portfolio_value()
 
     def _trade(self, symbol: str, action: str) -> None:
         rng = self.rng
@@ -165,9 +200,10 @@ class TradingSimulation:
         held = self.positions.get(symbol, 0.0)
         pnl = None
         if held and (held > 0) != (size > 0):
-            # Closing (part of) a position realises P&L against a noisy entry.
+            # Closing (part of) a position realises P&L against a noisy entry, pulled towards flat.
             closed = min(abs(held), abs(size))
-            pnl = round(closed * self.prices[symbol] * rng.gauss(0.0, 0.02), 2)
+            drift = self.portfolio_value() - self.starting_value
+            pnl = round(closed * self.prices[symbol] * rng.gauss(0.0, 0.02) - PNL_REVERSION * drift, 2)
             self.realised += pnl
             self.cash += pnl
         self.positions[symbol] = held + size
@@ -190,6 +226,9 @@ class Breach:
         self.out = out
         self.started: set[str] = set()
         self.ended: set[str] = set()
+        self._sol_before = 0.0          # SOL held before the large buy
+        self._rally_peak: float | None = None
+        self._fallen = False
 
     def _say(self, text: str) -> None:
         if self.out is not None:
@@ -198,11 +237,16 @@ class Breach:
     def apply(self, elapsed: float) -> None:
         sim = self.simulation
         for phase in BREACH_PHASES:
-            if phase.active(elapsed) and phase.alert not in self.started:
+            if elapsed >= phase.start and phase.alert not in self.started:
                 self.started.add(phase.alert)
-                self._say(f"{phase.alert} condition on for {phase.end - phase.start:.0f}s")
+                self._say(f"{phase.alert} condition on for {phase.end - phase.start:.0f}s: {phase.what}")
                 self._start(phase.alert)
-            elif elapsed >= phase.end and phase.alert in self.started and phase.alert not in self.ended:
+            if (phase.alert == "DrawdownExceeded" and not self._fallen and phase.alert in self.started
+                    and elapsed >= phase.start + RALLY_SECONDS):
+                self._fallen = True
+                assert self._rally_peak is not None
+                sim.mark_to(self._rally_peak * (1.0 - DRAWDOWN))
+            if elapsed >= phase.end and phase.alert in self.started and phase.alert not in self.ended:
                 self.ended.add(phase.alert)
                 self._say(f"{phase.alert} condition off")
                 self._end(phase.alert)
@@ -215,6 +259,7 @@ class Breach:
     def _start(self, alert: str) -> None:
         sim = self.simulation
         if alert == "LargePositionSize":
+            self._sol_before = sim.positions.get("SOL/USDT", 0.0)
             sim.book("SOL/USDT", "buy", 25_000.0)
         elif alert == "CircuitBreakerTripped":
             safety_exporter.record_circuit_breaker_trip("volatility")
@@ -223,9 +268,13 @@ class Breach:
             safety_exporter.record_kill_switch_activation("manual")
             sim.halted = True
         elif alert == "DailyLossExceeded":
-            sim.markdown = 0.12
+            start, peak = self._day()
+            # 12% down on the day, but never 13% below the peak: this phase is the loss alone.
+            sim.mark_to(max(start * (1.0 - DAILY_LOSS), peak * 0.87))
         elif alert == "DrawdownExceeded":
-            sim.markdown = 0.20
+            _, peak = self._day()
+            self._rally_peak = peak * (1.0 + RALLY)
+            sim.mark_to(self._rally_peak)
         elif alert == "HighLeverage":
             sim.leverage = 20.0
         elif alert == "HighAPIErrorRate":
@@ -236,22 +285,34 @@ class Breach:
     def _end(self, alert: str) -> None:
         sim = self.simulation
         if alert == "LargePositionSize":
-            for _ in range(3):
-                sim.book("SOL/USDT", "sell", 25_000.0 / 3)
+            excess = (sim.positions.get("SOL/USDT", 0.0) - self._sol_before) * sim.prices["SOL/USDT"]
+            chunks = math.ceil(excess / 9_000.0)  # each sale below the $10K trade limit
+            for _ in range(chunks):
+                sim.book("SOL/USDT", "sell", excess / chunks)
         elif alert == "CircuitBreakerTripped":
             safety_exporter.reset_circuit_breaker("volatility")
             sim.halted = "KillSwitchActivated" in self.started - self.ended
         elif alert == "KillSwitchActivated":
             safety_exporter.release_kill_switch("manual")
             sim.halted = "CircuitBreakerTripped" in self.started - self.ended
-        elif alert in ("DailyLossExceeded", "DrawdownExceeded"):
-            sim.markdown = 0.0
+        elif alert == "DailyLossExceeded":
+            sim.mark = 1.0
+        elif alert == "DrawdownExceeded":
+            assert self._rally_peak is not None
+            sim.mark_to(self._rally_peak)  # recovered to the peak: back inside both limits
         elif alert == "HighLeverage":
             sim.leverage = None
         elif alert == "HighAPIErrorRate":
             sim.failing.discard("binance")
         elif alert == "HighAPILatency":
             sim.slow.discard("claude")
+
+    def _day(self) -> tuple[float, float]:
+        """The day's first and highest reported portfolio values (the current value before any tick)."""
+        sim = self.simulation
+        now = sim.portfolio_value() * sim.mark
+        return (sim.first_value if sim.first_value is not None else now,
+                sim.peak_value if sim.peak_value is not None else now)
 
     @property
     def done(self) -> bool:

@@ -27,6 +27,7 @@ from ..orders import Order
 VENUES = {"binance": 0.015, "coinbase": 0.045}
 STREAMS = ("trades", "depth")
 REJECT_REASONS = ("insufficient_funds", "min_notional", "price_band")
+REJECT_SPACING = 20  # HighOrderRejectRate is at 10% of submitted orders
 MODELS = (("anthropic", "claude-sonnet-4-5", 1.8), ("openai", "gpt-4o-mini", 0.7))
 AGENTS = ("market_analyst", "risk_manager")
 LLM_ERROR = "max_tokens"  # the error.type of the simulated failed LLM calls (truncated answers)
@@ -46,6 +47,9 @@ class ExecutionSimulation:
             REGISTRY.get("gen_ai.client.operation.duration").labels("chat", provider, model, LLM_ERROR)
         self.pending: deque[tuple[int, DecisionId, float]] = deque()  # (due tick, decision id, confidence)
         self.ticks = 0
+        # Orders per venue since its last rejection: at most one in REJECT_SPACING is refused, so
+        # the first minutes' short rate windows (a handful of orders) never start with a spike.
+        self.since_reject = dict.fromkeys(VENUES, 0)
 
     def tick(self) -> None:
         rng = self.rng
@@ -80,7 +84,9 @@ class ExecutionSimulation:
         start = now - fill - 0.01
         o = Order(venue, side, quantity, reference).submit(at=start)
         outcome = rng.random()
-        if outcome < 0.02:
+        self.since_reject[venue] += 1
+        if outcome < 0.02 and self.since_reject[venue] >= REJECT_SPACING:
+            self.since_reject[venue] = 0
             o.rejected(rng.choice(REJECT_REASONS))
             return
         o.acknowledged(at=start + ack)
