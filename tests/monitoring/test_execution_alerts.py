@@ -61,13 +61,18 @@ def test_every_alert_is_proven_firing_and_silent():
 
 
 # Weakening a rule must make the promtool tests fail: they test what they claim.
+REJECT_VOLUME = 'increase(tinywindow_orders_total{status="rejected"}[5m])) >= 5'
 MUTATIONS = {
     "feed threshold moved": ("tinywindow_exchange_feed_age_seconds[45s]) > 60", "tinywindow_exchange_feed_age_seconds[45s]) > 90"),
     "feed alert made to wait": ("> 60\n        for: 0m", "> 60\n        for: 1m"),
     "rate limit at 90% counted as over": ("used_ratio[45s]) > 0.9", "used_ratio[45s]) >= 0.9"),
     "unguarded reject denominator": ('(rate(tinywindow_orders_total{status="submitted"}[5m])) > 0)',
                                      '(rate(tinywindow_orders_total{status="submitted"}[5m])) >= 0)'),
-    "reject rate threshold moved": ("          > 0.1\n", "          > 0.04\n"),
+    "reject rate threshold moved": ("          ) > 0.1\n", "          ) > 0.04\n"),
+    "reject rate without the volume guard": ("\n          and on (job, instance, venue)\n"
+                                             "          sum by (job, instance, venue) (" + REJECT_VOLUME, ""),
+    "reject volume minimum lowered to 3": (REJECT_VOLUME, REJECT_VOLUME.replace(">= 5", ">= 3")),
+    "reject volume counted over all submitted orders": (REJECT_VOLUME, REJECT_VOLUME.replace("rejected", "submitted")),
     "slippage threshold moved": ("          ) > 25\n", "          ) > 100\n"),
     "slippage p95 by side only, not venue": ("sum by (job, instance, venue, le)", "sum by (job, instance, le)"),
     "budget changed": ("expr: vector(50)", "expr: vector(60)"),
@@ -80,7 +85,8 @@ MUTATIONS = {
                                                       "tinywindow_exchange_feed_age_seconds"),
     # Exactly at each threshold: `>` -> `>=` (`>=` -> `>`) must make a test fail.
     "a feed exactly 60 s old counted as stale": ("feed_age_seconds[45s]) > 60", "feed_age_seconds[45s]) >= 60"),
-    "exactly 10% rejected orders counted as high": ("          > 0.1\n", "          >= 0.1\n"),
+    "exactly 10% rejected orders counted as high": ("          ) > 0.1\n", "          ) >= 0.1\n"),
+    "exactly 5 rejections not enough to page": (REJECT_VOLUME, REJECT_VOLUME.replace(">= 5", "> 5")),
     "a p95 slippage of exactly 25 bps counted as high": ("          ) > 25\n", "          ) >= 25\n"),
     "spend of exactly the budget counted as over it": ("> on () group_left ()", ">= on () group_left ()"),
     "a Brier score of exactly 0.25 counted as drift": ("brier_score[45s]) > 0.25", "brier_score[45s]) >= 0.25"),
