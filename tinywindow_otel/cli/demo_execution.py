@@ -116,7 +116,7 @@ class ExecutionSimulation:
 
     def _decide(self) -> None:
         rng = self.rng
-        confidence = min(1.0, max(0.0, rng.betavariate(5, 2)))
+        confidence = min(1.0, max(0.0, rng.betavariate(8, 2)))
         decision_id = agent_exporter.record_decision(rng.choice(AGENTS), rng.choice(("buy", "sell")), confidence)
         if decision_id is not None and rng.random() < 0.8:  # some decisions never trade (no memory kept for them)
             self.pending.append((self.ticks + rng.randint(5, 50), decision_id, confidence))
