@@ -77,9 +77,11 @@ MUTATIONS = {
     "slippage p95 by side only, not venue": ("sum by (job, instance, venue, le)", "sum by (job, instance, le)"),
     "budget changed": ("expr: vector(50)", "expr: vector(60)"),
     "calibration without the outcome guard": ("and on (job, instance, agent)\n          (sum by (job, instance, agent) "
-                                              "(increase(tinywindow_agent_outcomes_total[1d])) >= 20)",
+                                              "(increase(tinywindow_agent_outcomes_total[1d])) >= 50)",
                                               "or on (job, instance, agent)\n          (sum by (job, instance, agent) "
-                                              "(increase(tinywindow_agent_outcomes_total[1d])) >= 20)"),
+                                              "(increase(tinywindow_agent_outcomes_total[1d])) >= 50)"),
+    "calibration judged after 20 outcomes again": ("(increase(tinywindow_agent_outcomes_total[1d])) >= 50)",
+                                                   "(increase(tinywindow_agent_outcomes_total[1d])) >= 20)"),
     "calibration threshold moved": ("tinywindow_agent_brier_score[45s]) > 0.25", "tinywindow_agent_brier_score[45s]) > 0.5"),
     "a failed scrape resolves the stale-feed alert": ("max_over_time(tinywindow_exchange_feed_age_seconds[45s])",
                                                       "tinywindow_exchange_feed_age_seconds"),
@@ -90,8 +92,8 @@ MUTATIONS = {
     "a p95 slippage of exactly 25 bps counted as high": ("          ) > 25\n", "          ) >= 25\n"),
     "spend of exactly the budget counted as over it": ("> on () group_left ()", ">= on () group_left ()"),
     "a Brier score of exactly 0.25 counted as drift": ("brier_score[45s]) > 0.25", "brier_score[45s]) >= 0.25"),
-    "exactly 20 outcomes not enough to judge": ("(increase(tinywindow_agent_outcomes_total[1d])) >= 20)",
-                                                "(increase(tinywindow_agent_outcomes_total[1d])) > 20)"),
+    "exactly 50 outcomes not enough to judge": ("(increase(tinywindow_agent_outcomes_total[1d])) >= 50)",
+                                                "(increase(tinywindow_agent_outcomes_total[1d])) > 50)"),
 }
 
 
