@@ -94,6 +94,8 @@ MUTATIONS = {
     "a Brier score of exactly 0.25 counted as drift": ("brier_score[45s]) > 0.25", "brier_score[45s]) >= 0.25"),
     "exactly 50 outcomes not enough to judge": ("(increase(tinywindow_agent_outcomes_total[1d])) >= 50)",
                                                 "(increase(tinywindow_agent_outcomes_total[1d])) > 50)"),
+    "calibration judged from a window emptied by a restart": (
+        "\n          and on (job, instance, agent)\n          (sum by (job, instance, agent) (tinywindow_agent_outcomes_total) >= 50)", ""),
 }
 
 
