@@ -104,8 +104,10 @@ class CounterSeries(Series):
     def inc(self, amount: float = 1) -> None:
         """Increment by ``amount`` (>= 0). NaN/inf are dropped and counted."""
         cls = amount.__class__
-        # Fast path: an int or finite float >= 0 (NaN fails ``>= 0``).
-        if (cls is int or cls is float) and 0 <= amount <= MAX:
+        # Fast paths: an int up to 2**53 (compared with an int constant: cheaper than
+        # with a float), or a finite float >= 0 (NaN fails ``>= 0``). Larger ints take
+        # the slow path, which converts them.
+        if (cls is int and 0 <= amount <= 9_007_199_254_740_992) or (cls is float and 0 <= amount <= MAX):
             lock = self._lock
             lock.acquire()
             total = self._value + amount
