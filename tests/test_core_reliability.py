@@ -325,12 +325,12 @@ def test_gauge_set_races_inc_without_losing_updates():
 
     The interleaving is forced, not hoped for: a trace function stops the incrementing thread
     right before it stores its total (the old value already read), and lets it go once the
-    other thread has reached set()'s lock (it then blocks there) or finished set() without one.
+    other thread has reached set()'s guard (it then waits there) or finished set() without one.
     """
     series = tw.active_positions.labels(symbol="RACE")
     series.set(0)
     store_lines = _lines_of(GaugeSeries._add, "self._value = total")
-    acquire_lines = _lines_of(GaugeSeries.set, ".acquire()")  # none if set() takes no lock
+    take_lines = _lines_of(GaugeSeries.set, "tokens.pop()")  # none if set() takes no guard
     assert store_lines, "GaugeSeries._add no longer stores `self._value = total`: update this test"
     paused, set_reached = threading.Event(), threading.Event()
     stores = [0]
@@ -354,8 +354,8 @@ def test_gauge_set_races_inc_without_losing_updates():
             return None
 
         def local(frame, event, arg):
-            if event == "line" and frame.f_lineno in acquire_lines:
-                set_reached.set()  # about to wait for the lock the paused inc() holds
+            if event == "line" and frame.f_lineno in take_lines:
+                set_reached.set()  # about to wait for the token the paused inc() holds
             return local
         return local
 
@@ -384,7 +384,7 @@ def test_gauge_set_races_inc_without_losing_updates():
     assert not any(thread.is_alive() for thread in threads), "the race did not finish"
     assert paused.is_set(), "the incrementing thread never reached its store"
     # The paused inc() stored first, then the set, then some of the remaining increments (the set
-    # may get the lock any time after the paused inc() releases it). A lost set leaves 1000.
+    # may get the token any time after the paused inc() gives it back). A lost set leaves 1000.
     assert -1e9 <= series.get() <= -1e9 + (incs - pause_at)
 
 
