@@ -191,7 +191,7 @@ def bench_allocations() -> list[list[str]]:
     for name, f, p, o in ops:
         rows.append([name] + [f"{retained_blocks_per_call(fn):.3f} / {transient_peak_bytes(fn):,}" for fn in (f, p, o)])
     ot["provider"].shutdown()
-    return rows, ratios
+    return rows
 
 
 def bench_exporters(number: int, repeat: int) -> list[list[str]]:
