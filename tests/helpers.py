@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import threading
 import time
 import urllib.request
 import warnings
@@ -125,3 +126,41 @@ def reap_child(pid: int, timeout: float) -> int | None:
         os.waitpid(pid, 0)
         return None
     return os.waitstatus_to_exitcode(status)
+
+
+def fork_repeatedly_while(work: Callable[[int], object], in_child: Callable[[], object], forks: int = 25,
+                          child_timeout: float = 10.0) -> tuple[int, int]:
+    """Fork ``forks`` times while two threads run ``work(i)``; (hung children, failed children).
+
+    The children run ``in_child()``; one hang ends the loop (each costs ``child_timeout``).
+    """
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def hammer(offset: int) -> None:
+        i = offset
+        try:
+            while not stop.is_set():
+                work(i)
+                i += 2
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    hung = failed = 0
+    try:
+        for n in range(forks):
+            time.sleep(0.002 * (n % 5))  # fork at different points of the other threads' calls
+            code = reap_child(fork_child(in_child), child_timeout)
+            if code is None:
+                hung += 1
+                break  # one hang is enough: each costs child_timeout
+            failed += code != 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert not errors, errors
+    return hung, failed

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 
 import pytest
-from helpers import fork_child, reap_child
+from helpers import fork_child, fork_repeatedly_while, reap_child
 
 from tinywindow_otel import win_rate
 from tinywindow_otel.exporters import (
@@ -34,36 +32,8 @@ def _record_everything(i: int) -> None:
 
 
 def test_fork_while_other_threads_record_never_hangs_the_child():
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def hammer(offset: int) -> None:
-        i = offset
-        try:
-            while not stop.is_set():
-                _record_everything(i)
-                i += 2
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    hung = failed = 0
-    try:
-        for n in range(FORKS):
-            time.sleep(0.002 * (n % 5))  # fork at different points of the other threads' calls
-            pid = fork_child(lambda: [_record_everything(k) for k in range(3)])
-            code = reap_child(pid, CHILD_TIMEOUT_S)
-            if code is None:
-                hung += 1
-                break  # one hang is enough: each costs CHILD_TIMEOUT_S
-            failed += code != 0
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
-    assert not errors, errors
+    hung, failed = fork_repeatedly_while(_record_everything, lambda: [_record_everything(k) for k in range(3)],
+                                         forks=FORKS, child_timeout=CHILD_TIMEOUT_S)
     assert hung == 0, "a forked child hung on a lock held by a parent thread at fork time"
     assert failed == 0, f"{failed} of {FORKS} children raised"
 

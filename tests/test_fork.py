@@ -7,11 +7,10 @@ from __future__ import annotations
 import base64
 import gc
 import os
-import threading
-import time
+import urllib.request
 
 import pytest
-from helpers import fork_child, reap_child
+from helpers import fork_child, fork_repeatedly_while, reap_child
 
 import tinywindow_otel as tw
 from tinywindow_otel import Counter, MetricsServer
@@ -25,7 +24,6 @@ from tinywindow_otel.testing import reset
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
-FORKS = 25
 CHILD_TIMEOUT_S = 10.0
 
 
@@ -63,40 +61,6 @@ class Reply:
     usage = Usage()
 
 
-def _fork_repeatedly_while(work, in_child) -> tuple[int, int]:
-    """Fork FORKS times while two threads run ``work(i)``; (hung children, failed children)."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def hammer(offset: int) -> None:
-        i = offset
-        try:
-            while not stop.is_set():
-                work(i)
-                i += 2
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    hung = failed = 0
-    try:
-        for n in range(FORKS):
-            time.sleep(0.002 * (n % 5))  # fork at different points of the other threads' calls
-            code = reap_child(fork_child(in_child), CHILD_TIMEOUT_S)
-            if code is None:
-                hung += 1
-                break  # one hang is enough: each costs CHILD_TIMEOUT_S
-            failed += code != 0
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
-    assert not errors, errors
-    return hung, failed
-
-
 def test_fork_while_threads_use_orders_feeds_llm_calls_and_auth_never_hangs_the_child():
     resting = Order("binance", "buy", 1e9, reference_price=100.0).submit()  # never fills: stays open
     exchange = instrument_ccxt(RestingExchange(), venue="restx")
@@ -120,9 +84,9 @@ def test_fork_while_threads_use_orders_feeds_llm_calls_and_auth_never_hangs_the_
         with Order("binance", "sell", 1.0) as fresh:
             fresh.filled(1.0, 99.0)
 
-    hung, failed = _fork_repeatedly_while(work, child)
+    hung, failed = fork_repeatedly_while(work, child)
     assert hung == 0, "a forked child hung on a lock held by a parent thread at fork time"
-    assert failed == 0, f"{failed} of {FORKS} children raised"
+    assert failed == 0, f"{failed} children raised"
 
 
 def test_a_child_forked_during_a_scrape_keeps_its_cyclic_gc():
@@ -133,8 +97,6 @@ def test_a_child_forked_during_a_scrape_keeps_its_cyclic_gc():
         url = server.url
 
         def work(i: int) -> None:
-            import urllib.request
-
             with urllib.request.urlopen(url, timeout=10) as response:
                 response.read()
 
@@ -142,9 +104,9 @@ def test_a_child_forked_during_a_scrape_keeps_its_cyclic_gc():
             if not gc.isenabled():
                 raise AssertionError("cyclic GC disabled in the child")
 
-        hung, failed = _fork_repeatedly_while(work, child)
+        hung, failed = fork_repeatedly_while(work, child)
     assert hung == 0
-    assert failed == 0, f"{failed} of {FORKS} children were left without cyclic GC"
+    assert failed == 0, f"{failed} children were left without cyclic GC"
     assert gc.isenabled()
 
 
