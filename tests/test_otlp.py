@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from helpers import free_port, scrape, wait_until
+from helpers import fork_child, free_port, reap_child, scrape, wait_until
 from otlp_receiver import (
     Blackhole,
     OTLPReceiver,
@@ -304,30 +304,15 @@ def test_fork_child_reports_only_its_own_recordings(receiver):
     parent_request = receiver.wait_for(lambda reqs: reqs[-1][1] if reqs else None)
     parent_id = resource_of(parent_request)["service.instance.id"]
 
-    pid = os.fork()
-    if pid == 0:  # the child: record, flush through its own pipeline, leave without pytest
-        code = 1
-        try:
-            child = pipeline.get_pipeline()
-            ok = child is not p and child.pid == os.getpid()
-            tw.trades_total.labels("filled", "BTC/USDT").inc(2)
-            tw.trade_pnl_usd.observe(-40.0)
-            ok = tw.shutdown() and ok
-            code = 0 if ok else 2
-        finally:
-            os._exit(code)
+    def in_child() -> None:  # record, flush through its own pipeline (exit 0), or raise (exit 3)
+        child = pipeline.get_pipeline()
+        assert child is not p and child.pid == os.getpid()
+        tw.trades_total.labels("filled", "BTC/USDT").inc(2)
+        tw.trade_pnl_usd.observe(-40.0)
+        assert tw.shutdown()
 
-    def reaped():
-        done, status = os.waitpid(pid, os.WNOHANG)
-        return (done, status) if done else None
-
-    try:
-        _, status = wait_until(reaped, timeout=20, what="the forked child to exit")
-    except AssertionError:
-        os.kill(pid, 9)  # a stuck child must not outlive the test run (it holds pytest's pipes)
-        os.waitpid(pid, 0)
-        raise
-    assert os.waitstatus_to_exitcode(status) == 0
+    pid = fork_child(in_child)
+    assert reap_child(pid, 20) == 0
 
     child_requests = receiver.wait_for(
         lambda reqs: [r for _, r in reqs if resource_of(r)["process.pid"] == pid] or None)
@@ -359,30 +344,13 @@ def test_a_forked_child_has_exactly_one_export_thread(receiver):
     one, so only the child's own pipeline exports from the child (no ghost thread)."""
     p = push_to(receiver)
     assert len(_export_threads()) == 1
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            child = pipeline.get_pipeline()
-            wait_until(lambda: len(_export_threads()) == 1, timeout=10, interval=0.01,
-                       what="the parent's export thread to stop in the child")
-            tw.trades_total.labels("filled", "FORK/USDT").inc()
-            ok = child is not p and child.force_flush(5_000) and len(_export_threads()) == 1
-            code = 0 if ok else 2
-        except AssertionError:
-            code = 3  # still more than one export thread
-        finally:
-            os._exit(code)
+    def in_child() -> None:
+        child = pipeline.get_pipeline()
+        wait_until(lambda: len(_export_threads()) == 1, timeout=10, interval=0.01,
+                   what="the parent's export thread to stop in the child")
+        tw.trades_total.labels("filled", "FORK/USDT").inc()
+        assert child is not p and child.force_flush(5_000) and len(_export_threads()) == 1
 
-    def reaped():
-        done, status = os.waitpid(pid, os.WNOHANG)
-        return (done, status) if done else None
-
-    try:
-        _, status = wait_until(reaped, timeout=30, what="the forked child to exit")
-    except AssertionError:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        raise
-    assert os.waitstatus_to_exitcode(status) == 0, "3: a ghost export thread in the child; 2: its flush failed"
+    pid = fork_child(in_child)
+    assert reap_child(pid, 30) == 0, "a ghost export thread in the child, or its flush failed"
     assert len(_export_threads()) == 1  # the parent's own, untouched
