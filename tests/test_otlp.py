@@ -35,6 +35,10 @@ PNL = "tinywindow_trade_pnl_usd"
 def restore_pipeline():
     yield
     reset()
+    # An export abandoned by a bounded shutdown (hung collector) ends once its collector is gone;
+    # until then it may count its failure in the registry the next test starts from.
+    wait_until(lambda: not _export_threads(), timeout=15, interval=0.05, what="abandoned export threads to end")
+    reset()
 
 
 @pytest.fixture

@@ -426,10 +426,13 @@ def shutdown(timeout_millis: float | None = None) -> bool:
 def reset_for_tests() -> None:
     """Drop the pipeline (shut down quickly) and forget ``configure()``'s settings and delta state."""
     global _settings
-    shutdown(1000)
+    # Settings first: a recording on another thread (an export abandoned by an
+    # earlier shutdown counting its failure) may build the next pipeline at any
+    # moment, and must build it from the environment, not from these settings.
     with _pipeline_lock:
         _settings = None
         _delta_states.clear()
+    shutdown(1000)
     REGISTRY.set_first_use_hook(_start_on_first_use)
 
 
