@@ -28,7 +28,7 @@ def test_catalog_defaults_cap_symbols_at_500():
     for name in ("tinywindow_active_positions", "tinywindow_trade_amount_usd"):
         assert BY_NAME[name].max_series == MAX_SYMBOLS == 500
         assert REGISTRY.get(name).max_series == 500
-    assert REGISTRY.by_attr("trades_total").max_series == 4 * MAX_SYMBOLS  # ~4 statuses per symbol
+    assert REGISTRY.by_attr("trades_total").max_series == 5 * MAX_SYMBOLS  # one per trade status and symbol
 
 
 def test_beyond_the_cap_new_label_sets_fold_into_one_overflow_series(scrape_metrics):

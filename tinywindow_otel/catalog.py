@@ -127,7 +127,7 @@ C, G, H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
 CATALOG: tuple[MetricSpec, ...] = (
     # Trade metrics
     MetricSpec("tinywindow_trades_total", C, "Total trades by status and symbol.", ("status", "symbol"), "{trade}",
-               max_series=4 * MAX_SYMBOLS),  # ~4 statuses per symbol
+               max_series=5 * MAX_SYMBOLS),  # one series per trade status and symbol
     MetricSpec("tinywindow_trade_pnl_usd", H, "Realised P&L per closed trade in USD; losses are negative.", (), "usd", PNL_BUCKETS),
     MetricSpec("tinywindow_trade_amount_usd", H, "Notional amount per trade in USD.", ("symbol",), "usd", AMOUNT_BUCKETS, MAX_SYMBOLS,
                minimum=0.0),
@@ -299,14 +299,22 @@ def render_markdown() -> str:
         "a test fails when this file and the catalog drift.",
         "",
     ]
-    sections: tuple[tuple[str, tuple[MetricSpec, ...]], ...] = (("Trading metrics", CATALOG), ("State metrics", STATE_METRICS), ("SDK self-metrics", SELF_METRICS))
-    sections += (("Order execution metrics", EXECUTION_METRICS), ("Exchange health metrics", EXCHANGE_METRICS),
-                 ("LLM metrics (OpenTelemetry GenAI conventions)", GEN_AI_METRICS),
-                 ("Agent calibration metrics", CALIBRATION_METRICS))
-    for title, specs in sections:
+    # (title, metrics, the page that explains them for a trader, or "" when the table is the explanation)
+    sections: tuple[tuple[str, tuple[MetricSpec, ...], str], ...] = (
+        ("Trading metrics", CATALOG, "runbooks.md"), ("State metrics", STATE_METRICS, "runbooks.md"),
+        ("SDK self-metrics", SELF_METRICS, "runbooks.md"),
+        ("Order execution metrics", EXECUTION_METRICS, "execution.md"),
+        ("Exchange health metrics", EXCHANGE_METRICS, "exchange.md"),
+        ("LLM metrics (OpenTelemetry GenAI conventions)", GEN_AI_METRICS, "llm.md"),
+        ("Agent calibration metrics", CALIBRATION_METRICS, "calibration.md"),
+    )
+    for title, specs, page in sections:
+        lines += [f"## {title}", ""]
+        if page == "runbooks.md":
+            lines += ["The alerts built on these, and what to do when they fire: [runbooks](runbooks.md).", ""]
+        else:
+            lines += [f"What each one means for a trader, with examples: [{page}]({page}).", ""]
         lines += [
-            f"## {title}",
-            "",
             "| family on /metrics | declared as | Python name | type | labels | unit | buckets | values | description |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
