@@ -16,6 +16,7 @@ import tinywindow_otel as tw
 from tinywindow_otel import Counter, Gauge, Histogram, MetricsServer, pipeline
 from tinywindow_otel.config import ConfigurationError, Settings
 from tinywindow_otel.metrics import OVERFLOW_LABEL_VALUE, REGISTRY, GaugeSeries, MetricRegistry
+from tinywindow_otel.exporters import portfolio_exporter
 from tinywindow_otel.testing import reset
 
 SANITIZED = "tinywindow_otel_label_values_sanitized_total"
@@ -292,6 +293,33 @@ def test_an_overflowed_gauge_keeps_no_stale_value_once_its_symbols_are_gone():
         positions.set_max_series(500)
     symbols = {s.labels["symbol"] for s in families["tinywindow_active_positions"].samples}
     assert symbols == {"B"}
+
+
+def test_removing_a_folded_label_set_leaves_no_stale_overflow_value():
+    positions = REGISTRY.by_attr("active_positions")
+    positions.set_max_series(2)
+    try:
+        for symbol in ("A", "B", "C"):
+            positions.labels(symbol=symbol).set(3)  # C folds into the overflow series
+        positions.remove("C")  # still at the cap, but the folded value belonged to C
+        families = parse(fetch_once())
+    finally:
+        positions.set_max_series(500)
+    symbols = {s.labels["symbol"] for s in families["tinywindow_active_positions"].samples}
+    assert symbols == {"A", "B"}
+
+
+def test_update_portfolio_leaves_no_stale_overflow_position():
+    positions = REGISTRY.by_attr("active_positions")
+    positions.set_max_series(2)
+    try:
+        portfolio_exporter.update_portfolio(total_value=1000, unrealized_pnl=0, positions={"A": 1, "B": 2, "C": 3})
+        portfolio_exporter.update_portfolio(total_value=1000, unrealized_pnl=0, positions={"A": 1, "B": 2})
+        families = parse(fetch_once())
+    finally:
+        positions.set_max_series(500)
+    values = {s.labels["symbol"]: s.value for s in families["tinywindow_active_positions"].samples}
+    assert values == {"A": 1.0, "B": 2.0}
 
 
 def fetch_once() -> str:

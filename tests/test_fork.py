@@ -130,3 +130,32 @@ def test_a_registry_of_your_own_starts_the_child_at_zero_with_fresh_locks():
     assert code == 0
     assert seen == "1.0"  # the child's own count, not the parent's 5 + 1
     assert signals.labels("momentum").get() == 5.0
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["no registry", "in a registry"])
+def test_a_series_guard_held_at_fork_time_is_free_in_the_child(registered):
+    registry = MetricRegistry(specs=()) if registered else None
+    signals = Counter("signals_total", "Signals", ["strategy"], registry=registry)
+    series = signals.labels("momentum")
+    series.inc(5)
+    # Fault injection: the guard as another parent thread holds it for the instant of the fork.
+    token = series._tokens.pop()
+    try:
+        read_end, write_end = os.pipe()
+
+        def child() -> None:
+            os.close(read_end)
+            series.inc()  # spins for good on the parent's token unless the child got a fresh guard
+            os.write(write_end, repr(series.get()).encode())
+            os.close(write_end)
+
+        pid = fork_child(child)
+    finally:
+        series._tokens.append(token)
+    os.close(write_end)
+    code = reap_child(pid, CHILD_TIMEOUT_S)
+    with os.fdopen(read_end, "rb") as pipe:
+        seen = pipe.read().decode()
+    assert code == 0, "the child hung on the guard its parent held" if code is None else f"child exit {code}"
+    assert seen == "1.0"  # a fresh guard and the child's own count
+    assert series.get() == 5.0

@@ -87,6 +87,8 @@ class _Metric(Generic[_S]):
         self._children: dict[tuple, _S] = {}
         self._lock = threading.Lock()
         self._overflow: _S | None = None
+        # Registered or not, a metric gets fresh locks in a forked child.
+        reset_after_fork(self)
         self.max_series = spec.max_series
         # The spec's initial label sets do not count against the cap.
         self._preset = len(spec.initial)
@@ -232,11 +234,12 @@ class _Metric(Generic[_S]):
         """Remove one series; it disappears from /metrics (and its memory is freed)."""
         canonical = self._canonical(values)
         with self._lock:
-            self._children.pop(canonical, None)
-            if (self._overflow is not None and self.kind is Kind.GAUGE
-                    and len(self._children) - self._preset < self.max_series):
-                # A folded gauge holds the last value of some label set that may
-                # be gone now: no stale value once there is room again.
+            removed = self._children.pop(canonical, None)
+            if self._overflow is not None and self.kind is Kind.GAUGE and (
+                    removed is None or len(self._children) - self._preset < self.max_series):
+                # A folded gauge holds the last value of some folded label set:
+                # removing a label set that was folded (not among the series), or
+                # making room, may leave that value stale; no value beats a stale one.
                 self._overflow = None
 
     def clear(self) -> None:
@@ -258,7 +261,8 @@ class _Metric(Generic[_S]):
                 children.append(self._overflow)
         return children
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Fresh locks and series guards (a parent thread may have held one at fork time)."""
         self._lock = threading.Lock()
         for child in self.series():
             child.after_fork_in_child()
@@ -481,9 +485,7 @@ class MetricRegistry:
     def after_fork_in_child(self) -> None:
         """Fresh locks (a parent thread may have held one at fork time), then zeroed values."""
         self._lock = threading.Lock()
-        self.drops.after_fork_in_child()
-        for metric in self:
-            metric._after_fork_in_child()
+        self.drops.after_fork_in_child()  # each metric resets itself (see _Metric._setup)
 
 
 REGISTRY = MetricRegistry(drops=default_drops)
