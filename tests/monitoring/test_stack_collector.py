@@ -36,8 +36,8 @@ def test_prometheus_config_for_a_pushing_app_scrapes_only_the_collector():
 
 def test_a_bad_interval_is_a_clear_error():
     with pytest.raises(stack.StackError, match="5 seconds"):
-        stack._millis("5 seconds")
-    assert stack._millis("1m30s") == 90_000
+        stack.duration_millis("5 seconds")
+    assert stack.duration_millis("1m30s") == 90_000
 
 
 @pytest.mark.usefixtures("toolchain")  # remote write into Prometheus 2.42 and 3.x

@@ -69,10 +69,10 @@ def _rate(text: str) -> float:
 
 
 def _interval(text: str) -> str:
-    from .stack import StackError, _millis
+    from .stack import StackError, duration_millis
 
     try:
-        millis = _millis(text)
+        millis = duration_millis(text)
     except StackError:
         millis = -1
     if not MIN_INTERVAL_MS <= millis <= MAX_INTERVAL_MS:

@@ -433,7 +433,7 @@ class LocalStack:
             return "(no log)"
 
 
-def _millis(duration: str) -> int:
+def duration_millis(duration: str) -> int:
     """A Prometheus duration such as 5s, 1m, 500ms in milliseconds."""
     units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
     parts = re.findall(r"(\d+)(ms|s|m|h)", duration)
@@ -460,7 +460,7 @@ def run(*, host: str, port: int, prometheus_port: int, alertmanager_port: int, i
     if collector or otelcol:
         from ..pipeline import configure, force_flush
 
-        push_millis = _millis(interval)  # one push per scrape interval: rate windows see the same sample count
+        push_millis = duration_millis(interval)  # one push per scrape interval: rate windows see the same sample count
         with LocalStack(None, collector=True, collector_binary=otelcol, **common) as stack:
             # Before the demo records anything: the pipeline is built at first use.
             configure(exporters="otlp", endpoint=stack.collector_otlp_url, protocol="http/protobuf",
