@@ -32,9 +32,9 @@ from helpers import fetch
 from monitoring.assets import CORE_ALERTS, ROOT
 from monitoring.toolchain import TOOLCHAINS, ToolUnavailable, path_dir, toolchain as resolve
 
-#: Seconds from the launch of `stack` to the last RESOLVED: the README promises 5 minutes;
-#: some slack for a busy machine (the rest of the suite runs meanwhile).
-BREACH_BUDGET = 330
+#: Seconds from the launch of `stack` to the last RESOLVED: the README promises 5 minutes, and
+#: that holds with the rest of the suite running meanwhile (the phases take 210 s; about 240 s seen).
+BREACH_BUDGET = 300
 CALM_SECONDS = 90  # at least this much calm, scraped, before its check
 CALM_INTERVAL = 5  # seconds between scrapes and rule evaluations (the stack's default)
 CALM_SEEDS = 3
