@@ -33,8 +33,9 @@ set up the *global* MeterProvider (auto-instrumentation). This SDK never
 touches the global provider; with both in one process, each follows the
 variable on its own: ``OTEL_METRICS_EXPORTER=otlp`` makes both push (to the
 same endpoint, under different scopes), ``prometheus`` makes the
-auto-instrumentation start its own exporter on port 9464 beside
-``MetricsServer``. Set ``TINYWINDOW_OTEL_METRICS_EXPORTER`` to give this SDK
+auto-instrumentation start its own exporter (port 9464, or
+``OTEL_EXPORTER_PROMETHEUS_PORT``) beside ``MetricsServer``, each serving
+only its own metrics. Set ``TINYWINDOW_OTEL_METRICS_EXPORTER`` to give this SDK
 a different choice (e.g. ``prometheus`` here, ``otlp`` for the rest).
 
 Durations are milliseconds everywhere, as the OTel specification says (the
