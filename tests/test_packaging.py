@@ -193,6 +193,8 @@ def test_the_wheel_carries_the_assets_license_and_typing_marker(dist):
     assert f"tinywindow_otel-{__version__}.dist-info/licenses/LICENSE" in names
     assert "License-Expression: Apache-2.0" in metadata
     assert f"Version: {__version__}" in metadata
+    assert "Project-URL: Homepage, https://github.com/tinywindow/tinywindow-otel\n" in metadata  # the tour clones it
+    assert "Project-URL: Changelog, https://github.com/tinywindow/tinywindow-otel/blob/main/CHANGELOG.md" in metadata
     assert not [n for n in names if n.endswith(".go") or n.startswith(("tests/", "benchmarks/"))]
     modules = {n for n in names if n.endswith(".py")}
     assert modules == {p.relative_to(ROOT).as_posix() for p in (ROOT / "tinywindow_otel").rglob("*.py")}

@@ -306,7 +306,9 @@ def test_the_configure_block_pushes_to_the_collector_it_names():
                     "trades_total.labels(status='filled', symbol='BTC/USDT').inc()\n"
                     "tinywindow_otel.force_flush()\n")
         [(_, request), *_] = receiver.wait_for(lambda requests: requests)
-    assert resource_of(request)["service.name"] == "tinywindow-trader"
+    resource = resource_of(request)
+    assert resource["service.name"] == "tinywindow"  # job="tinywindow", as the alert rules select
+    assert resource["service.instance.id"] == "bot-1"  # instance, the same after a restart
     assert "tinywindow_trades_total" in metrics_of(request)
 
 

@@ -1,9 +1,9 @@
 """Settings for the pipeline, read from the standard ``OTEL_*`` variables or given in code.
 
     >>> import tinywindow_otel
-    >>> tinywindow_otel.configure(exporters="prometheus,otlp",
+    >>> tinywindow_otel.configure(exporters="otlp",
     ...                           endpoint="http://collector:4318",
-    ...                           service_name="tinywindow-trader")   # doctest: +SKIP
+    ...                           resource_attributes={"service.instance.id": "bot-1"})   # doctest: +SKIP
 
 Environment variables (all optional; code arguments win over them):
 

@@ -7,7 +7,7 @@
 
 Values are aggregated in the facade's own series (``_internal/series.py``);
 ``_internal/producer.py`` turns them into OpenTelemetry ``MetricsData`` for
-/metrics and OTLP alike (docs/decisions.md, "Data flow").
+/metrics and OTLP alike (docs/decisions.md, "ADR 1: One producer").
 
 Every metric lives in a :class:`MetricRegistry`: the process-wide
 ``REGISTRY`` holds one facade object per catalog entry plus the metrics you
