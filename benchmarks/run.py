@@ -427,19 +427,12 @@ def bench_scrapes(sizes: tuple[int, ...], repeat: int) -> tuple[list[list[str]],
 # --- report ----------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+def environment() -> str:
+    """What the ratios depend on: cores available and the versions compared (not the CPU model:
+    every figure is a ratio against a reference measured in the same run)."""
     import opentelemetry.sdk.version as otel_version
 
-    return (f"{os.cpu_count()} CPU(s) (nproc {len(os.sched_getaffinity(0))}), {cpu}; "
+    return (f"{len(os.sched_getaffinity(0))} CPU(s); "
             f"Python {platform.python_version()}; opentelemetry-sdk {otel_version.__version__}; "
             f"prometheus_client {importlib.metadata.version('prometheus_client')}")
 
@@ -451,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     number, repeat = (20_000, 3) if args.quick else (100_000, 5)
     sizes = (1_000, 10_000)
-    print(f"# tinywindow-otel benchmarks{' (--quick)' if args.quick else ''}\n\nMachine: {machine()}\n")
+    print(f"# tinywindow-otel benchmarks{' (--quick)' if args.quick else ''}\n\nEnvironment: {environment()}\n")
 
     # Many short interleaved repeats: on a shared machine the best one is the least disturbed.
     hot_rows, hot = bench_hot_path(number // 5, repeat * 4)
