@@ -95,6 +95,8 @@ class _Metric(Generic[_S]):
         n = len(spec.labels)
         self._first_label = spec.labels[0] if n == 1 else None
         self._key_of = itemgetter(*spec.labels) if n > 1 else None
+        # Per label, the closed set of values it may take (None: any); checked where a label set is new.
+        self._allowed = tuple(spec.allowed_values(label) for label in spec.labels) if spec.allowed else None
         self._new_default()
 
     def __repr__(self) -> str:
@@ -175,10 +177,10 @@ class _Metric(Generic[_S]):
     def canonical_labels(self, *values: object) -> tuple[str, ...]:
         """The label values as the series stores and /metrics shows them (numbers formatted,
         invalid UTF-8, over-long and reserved values rewritten and counted); raises like ``labels()``."""
-        return _labels.canonical(self.name, self.labelnames, values, self.drops)
+        return self._canonical(values)
 
     def _canonical(self, values: tuple) -> tuple[str, ...]:
-        return _labels.canonical(self.name, self.labelnames, values, self.drops)
+        return _labels.canonical(self.name, self.labelnames, values, self.drops, self._allowed)
 
     def _new_child(self, values: tuple) -> _S:
         canonical = self._canonical(values)
