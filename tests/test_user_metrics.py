@@ -1,16 +1,18 @@
-"""Your own metrics: series caps, drops and OTLP, as for the catalog's."""
+"""Your own metrics: prometheus_client's constructor signature, series caps, drops and OTLP."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 
+import prometheus_client as pc
 import pytest
-from helpers import sample_value, scrape, wait_until
+from helpers import parse, sample_value, scrape, wait_until
 from otlp_receiver import OTLPReceiver, as_prometheus_samples, scrape_as_samples
 
 import tinywindow_otel as tw
 from tinywindow_otel import Counter, Gauge, Histogram, MetricsServer, pipeline
-from tinywindow_otel.metrics import OVERFLOW_LABEL_VALUE, REGISTRY
+from tinywindow_otel.metrics import OVERFLOW_LABEL_VALUE, REGISTRY, MetricRegistry
 from tinywindow_otel.testing import reset
 
 DROPPED = REGISTRY.get("tinywindow_otel_dropped_measurements_total")
@@ -129,3 +131,70 @@ def test_your_own_metrics_arrive_over_otlp_with_the_values_on_metrics(own, recei
     assert len(mine) == 3 + 1 + 4 + 2  # every sample of the three families, not a vacuous match
     overflow = ("tinywindow_otel_cardinality_overflow_total", frozenset({"metric": "user_otlp_signals"}.items()))
     assert pushed[overflow] == shown[overflow] == 1.0
+
+
+# --- prometheus_client's constructor signature --------------------------------------------------
+
+PROMETHEUS_PARAMETERS = ["name", "documentation", "labelnames", "namespace", "subsystem", "unit", "registry"]
+
+
+@pytest.mark.parametrize("ours, theirs", [(Counter, pc.Counter), (Gauge, pc.Gauge), (Histogram, pc.Histogram)])
+def test_the_positional_parameters_are_prometheus_clients(ours, theirs):
+    mine = inspect.signature(ours).parameters
+    positional = [n for n, p in mine.items() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert positional == PROMETHEUS_PARAMETERS
+    assert list(inspect.signature(theirs).parameters)[:7] == PROMETHEUS_PARAMETERS
+    assert mine["max_series"].kind is inspect.Parameter.KEYWORD_ONLY
+    if ours is Histogram:
+        assert mine["buckets"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_ported_positional_namespace_and_subsystem_give_prometheus_clients_name():
+    registry = MetricRegistry()
+    ours = Counter("orders", "Orders sent", ["venue"], "trader", "execution", registry=registry)
+    theirs = pc.Counter("orders", "Orders sent", ["venue"], "trader", "execution", registry=pc.CollectorRegistry())
+    assert ours.name == "trader_execution_orders" == theirs._name
+    assert registry.get("trader_execution_orders") is ours
+    only_namespace = Gauge("depth", "Depth", (), "trader", registry=registry)
+    assert only_namespace.name == "trader_depth"
+
+
+def test_arguments_beyond_registry_are_keyword_only():
+    with pytest.raises(TypeError):
+        Histogram("fill", "Fill time", (), "", "", "", None, (0.1, 1.0))  # buckets positionally
+    with pytest.raises(TypeError):
+        Counter("orders", "Orders", (), "", "", "", None, ("a",))  # prometheus_client's _labelvalues
+
+
+@pytest.mark.parametrize("unit", ["seconds", "s"])
+def test_a_unit_is_appended_to_the_exposed_name_as_prometheus_client_does(unit, own, scrape_metrics):
+    theirs_registry = pc.CollectorRegistry()
+    theirs = pc.Histogram("user_fill", "Fill time", ["venue"], "desk", unit="seconds", registry=theirs_registry,
+                          buckets=(0.1, 1.0))
+    theirs.labels("binance").observe(0.5)
+    ours = own(Histogram, "user_fill", "Fill time", ["venue"], "desk", unit=unit, buckets=(0.1, 1.0))
+    ours.labels("binance").observe(0.5)
+    expected = parse(pc.generate_latest(theirs_registry).decode())
+    shown = scrape_metrics()
+    assert "desk_user_fill_seconds" in expected and "desk_user_fill_seconds" in shown
+    assert {s.name: s.value for s in shown["desk_user_fill_seconds"].samples if s.name.endswith(("_count", "_sum"))} \
+        == {s.name: s.value for s in expected["desk_user_fill_seconds"].samples if s.name.endswith(("_count", "_sum"))}
+    with pytest.raises(ValueError, match="duplicate metric 'desk_user_fill_seconds'.*desk_user_fill"):
+        own(Histogram, "desk_user_fill_seconds", "The same family on /metrics")
+
+
+def test_a_counter_with_a_unit_keeps_total_last():
+    registry = MetricRegistry()
+    Counter("sent_total", "Bytes sent", unit="bytes", registry=registry)
+    with pytest.raises(ValueError, match="duplicate metric"):
+        Counter("sent_bytes_total", "Bytes sent, declared with the unit in the name", registry=registry)
+
+
+def test_bad_namespace_subsystem_or_unit_raise_naming_the_metric():
+    registry = MetricRegistry()
+    with pytest.raises(TypeError, match="orders: namespace must be a string"):
+        Counter("orders", "Orders", ["venue"], ["trader"], registry=registry)
+    with pytest.raises(TypeError, match="orders: unit must be a string"):
+        Counter("orders", "Orders", unit=1, registry=registry)
+    with pytest.raises(ValueError, match="invalid metric name 'trader-desk_orders'"):
+        Counter("orders", "Orders", namespace="trader-desk", registry=registry)
