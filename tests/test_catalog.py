@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 import tinywindow_otel
 from conftest import ROOT
 from tinywindow_otel import catalog
 from tinywindow_otel.catalog import CATALOG, Kind
+from tinywindow_otel.metrics import REGISTRY, MetricRegistry
 
 #: The documented interface the package implements: metric tables and usage snippets.
 INTERFACE = ROOT / "tests" / "data" / "monitoring-interface.md"
@@ -66,3 +69,84 @@ def test_docs_metrics_md_is_generated_from_the_catalog():
     assert committed == generated, "docs/metrics.md is stale: run `tinywindow-otel docs > docs/metrics.md`"
     for spec in catalog.ALL_METRICS:
         assert f"`{spec.exposed_name}`" in committed
+
+
+# --- label values from a closed set ----------------------------------------------------------
+
+CLOSED_LABELS = [(spec, label, values) for spec in catalog.ALL_METRICS for label, values in spec.allowed]
+
+
+def test_the_documented_closed_sets_are_declared():
+    closed = {(spec.name, label): values for spec, label, values in CLOSED_LABELS}
+    assert closed == {
+        ("tinywindow_trades_total", "status"): ("filled", "partially_filled", "rejected", "cancelled", "failed"),
+        ("tinywindow_orders_total", "status"): ("submitted", "acknowledged", "filled", "partially_filled",
+                                                "rejected", "cancelled", "expired"),
+        ("tinywindow_order_latency_seconds", "stage"): ("ack", "fill", "cancel"),
+        ("tinywindow_slippage_bps", "side"): ("buy", "sell"),
+        ("gen_ai.client.token.usage", "gen_ai.token.type"): ("input", "output"),
+        ("tinywindow_agent_outcomes_total", "confidence_bucket"): catalog.CONFIDENCE_DECILES,
+        ("tinywindow_agent_outcomes_total", "outcome"): ("win", "loss"),
+    }
+
+
+@pytest.mark.parametrize("spec, label, values", CLOSED_LABELS, ids=lambda v: getattr(v, "name", None))
+@pytest.mark.parametrize("bad", ["FILLED", "", "other", 1])
+def test_a_raw_metric_rejects_a_value_outside_its_closed_set(spec, label, values, bad):
+    metric = REGISTRY.get(spec.name)
+    good = {name: spec.allowed_values(name)[0] if spec.allowed_values(name) else "x" for name in spec.labels}
+    before = len(metric.series())
+    with pytest.raises(ValueError) as excinfo:
+        metric.labels(**{**good, label: bad})
+    message = str(excinfo.value)
+    assert message.startswith(spec.name + ":") and repr(label) in message and repr(bad) in message
+    assert ", ".join(values) in message
+    with pytest.raises(ValueError):  # positionally too, and through initialise()
+        metric.labels(*{**good, label: bad}.values())
+    with pytest.raises(ValueError):
+        metric.initialise({**good, label: bad})
+    assert len(metric.series()) == before  # nothing created
+    for value in values:
+        metric.labels(**{**good, label: value})
+    assert len(metric.series()) == before + len(values)
+
+
+def test_closed_sets_and_the_overflow_series():
+    registry = MetricRegistry()
+    trades = registry.counter("trades_total")
+    trades.set_max_series(1)
+    trades.initialise(("filled", "BTC/USDT"))
+    folded = trades.labels("rejected", "ETH/USDT")  # a valid new label set beyond the cap folds
+    assert folded.label_values == ("__overflow__", "__overflow__")
+    overflow = registry.get("tinywindow_otel_cardinality_overflow_total").labels("tinywindow_trades_total")
+    assert overflow.get() == 1.0
+    with pytest.raises(ValueError, match="'FILLED'"):
+        trades.labels("FILLED", "SOL/USDT")  # bad input raises even when the metric is full
+    with pytest.raises(ValueError, match="'__overflow__'"):
+        trades.labels("__overflow__", "SOL/USDT")  # the overflow marker is no status either
+    assert overflow.get() == 1.0
+    sanitized = registry.get("tinywindow_otel_label_values_sanitized_total")
+    assert sanitized.labels("tinywindow_trades_total", "reserved").get() == 0.0
+
+
+def test_a_spec_cannot_close_an_undeclared_label():
+    with pytest.raises(ValueError, match="tinywindow_x_total"):
+        catalog.MetricSpec("tinywindow_x_total", Kind.COUNTER, "x", ("a",), allowed=(("b", ("1",)),))
+    with pytest.raises(ValueError, match="tinywindow_x_total"):
+        catalog.MetricSpec("tinywindow_x_total", Kind.COUNTER, "x", ("a",), allowed=(("a", ()),))
+
+
+def test_the_recorders_constants_are_the_catalogs():
+    from tinywindow_otel import calibration, decorators, exporters, orders
+
+    assert exporters.TRADE_STATUSES is catalog.TRADE_STATUSES
+    assert decorators.TRADE_STATUSES is catalog.TRADE_STATUSES
+    assert orders.ORDER_STATUSES is catalog.ORDER_STATUSES
+    assert set(orders.CLOSING_STATUSES) < set(catalog.ORDER_STATUSES)
+    assert orders.STAGES is catalog.ORDER_STAGES and orders.SIDES is catalog.ORDER_SIDES
+    assert calibration.CONFIDENCE_BUCKETS is catalog.CONFIDENCE_DECILES
+
+
+def test_the_catalog_imports_no_other_module_of_the_package():
+    source = (ROOT / "tinywindow_otel" / "catalog.py").read_text()
+    assert not re.findall(r"^\s*(?:from|import)\s+(?:\.|tinywindow_otel)", source, flags=re.MULTILINE)

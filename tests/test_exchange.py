@@ -306,14 +306,12 @@ def _market():
             "info": {"orderTypes": ["LIMIT", "MARKET"]}}
 
 
-def test_real_ccxt_binance_over_a_local_transport(scrape_metrics):
-    import ccxt  # in the test extra: a missing package fails, never skips
+def _binance_transport():
+    """A requests transport adapter answering Binance REST paths locally: ccxt's real request path, no network."""
     import requests
     from requests.adapters import BaseAdapter
 
     class Transport(BaseAdapter):
-        """Answers Binance REST paths locally: the real ccxt request/response path, no network."""
-
         def __init__(self) -> None:
             super().__init__()
             self.calls = []
@@ -336,12 +334,25 @@ def test_real_ccxt_binance_over_a_local_transport(scrape_metrics):
         def close(self) -> None:
             pass
 
+    return Transport()
+
+
+def _offline_binance():
+    """A real ``ccxt.binance`` whose requests session answers locally; returns (exchange, transport)."""
+    import ccxt  # in the test extra: a missing package fails, never skips
+    import requests
+
     ex = ccxt.binance({"apiKey": "key", "secret": "secret"})
-    transport = Transport()
+    transport = _binance_transport()
     session = requests.Session()
     session.mount("https://", transport)
     ex.session = session
     ex.set_markets([_market()])
+    return ex, transport
+
+
+def test_real_ccxt_binance_over_a_local_transport(scrape_metrics):
+    ex, transport = _offline_binance()
     instrument_ccxt(ex, reference_price=lambda symbol, side: 65_000.0)
     assert ex.fetch_time() == 1700000000000
     assert metric_value("tinywindow_exchange_rate_limit_used_ratio", "binance") == pytest.approx(0.1)
@@ -355,6 +366,52 @@ def test_real_ccxt_binance_over_a_local_transport(scrape_metrics):
         (65_100 - 65_000) / 65_000 * 1e4)
     assert sample_value(families, "tinywindow_exchange_rate_limit_used_ratio", venue="binance") == pytest.approx(0.2)
     assert sample_value(families, "tinywindow_api_requests_total", service="binance") == 2.0
+
+
+def test_real_ccxt_camel_case_aliases_are_instrumented_once(scrape_metrics):
+    """ccxt's own examples call ``createOrder``/``fetchTime``: the aliases it copies every method to."""
+    ex, transport = _offline_binance()
+    instrument_ccxt(ex, reference_price=lambda symbol, side: 65_000.0)
+    assert ex.fetchTime() == 1700000000000
+    order = ex.createOrder("BTC/USDT", "market", "buy", 0.5)
+    assert order["status"] == "closed"
+    assert [m for m, _ in transport.calls] == ["GET", "POST"]
+    families = scrape_metrics()
+    assert sample_value(families, "tinywindow_api_requests_total", service="binance") == 2.0
+    assert sample_value(families, "tinywindow_orders_total", venue="binance", status="filled") == 1.0
+    assert sample_value(families, "tinywindow_exchange_rate_limit_used_ratio", venue="binance") == pytest.approx(0.2)
+    # One wrapper per method, whichever name it is called by (fetch_ohlcv -> fetchOHLCV, as ccxt spells it).
+    for snake, camel in (("create_order", "createOrder"), ("cancel_order", "cancelOrder"),
+                         ("fetch_ticker", "fetchTicker"), ("fetch_ohlcv", "fetchOHLCV"),
+                         ("fetch_balance", "fetchBalance"), ("fetch_open_orders", "fetchOpenOrders")):
+        assert getattr(ex, camel) is getattr(ex, snake), camel
+
+
+class CamelCaseExchange(FakeExchange):
+    """Aliases as ccxt makes them: the camelCase name is the same function on the class."""
+
+    createOrder = FakeExchange.create_order
+    cancelOrder = FakeExchange.cancel_order
+    fetchOrder = FakeExchange.fetch_order
+
+    def fetchTicker(self, symbol, params={}):  # noqa: N802,B006 - an alias delegating to the snake_case method
+        return self.fetch_ticker(symbol, params)
+
+
+def test_fake_exchange_camel_case_calls_count_once_and_follow_orders():
+    ex = instrument_ccxt(CamelCaseExchange())
+    ex.next_fill = 0.5
+    placed = ex.createOrder("ETH/USDT", "limit", "sell", 2.0, 100.0)
+    assert list(tracked_orders(ex)) == [placed["id"]]
+    ex.fetchOrder(placed["id"])
+    ex.cancelOrder(placed["id"])
+    assert tracked_orders(ex) == {}
+    assert metric_value("tinywindow_orders_total", "fakex", "partially_filled") == 1.0
+    ex.fetchTicker("BTC/USDT")  # delegates to fetch_ticker: still one request
+    ex.fetch_ticker("BTC/USDT")
+    assert metric_value("tinywindow_api_requests_total", "fakex") == 5.0
+    assert ex.fetchTicker is ex.fetch_ticker
+    assert not hasattr(ex, "fetchBalance")  # names the exchange lacks are not invented
 
 
 def test_fake_exchange_has_ccxt_method_shapes():
@@ -371,6 +428,7 @@ def test_fake_exchange_has_ccxt_method_shapes():
     instrument_ccxt(async_ex)
     assert inspect.iscoroutinefunction(async_ex.create_order)
     assert inspect.iscoroutinefunction(async_ex.fetch_ticker)
+    assert async_ex.createOrder is async_ex.create_order
     assert inspect.signature(async_ex.create_order) == inspect.signature(ccxt_async.binance().create_order)
 
 

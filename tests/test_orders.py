@@ -202,7 +202,8 @@ def test_venue_cap_folds_into_overflow():
         for i in range(10):
             Order(f"venue{i}", "buy", 1.0).submit()
         assert len(metric.series()) <= 5
-        assert metric.labels("__overflow__", "__overflow__").get() > 0
+        overflow = metric.series()[-1]  # the overflow series is listed last
+        assert overflow.label_values == ("__overflow__", "__overflow__") and overflow.get() > 0
     finally:
         metric.set_max_series(old)
 

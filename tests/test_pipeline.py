@@ -17,7 +17,8 @@ RUNTIME_FAMILIES = {
 def record_one_of_each() -> None:
     for spec in CATALOG:
         metric = REGISTRY.get(spec.name)
-        series = metric.labels(*[f"{name}-value" for name in spec.labels]) if spec.labels else metric
+        values = [(spec.allowed_values(name) or (f"{name}-value",))[0] for name in spec.labels]
+        series = metric.labels(*values) if spec.labels else metric
         if spec.kind is Kind.COUNTER:
             series.inc()
         elif spec.kind is Kind.GAUGE:

@@ -140,7 +140,7 @@ def test_pipeline_scrape_equals_the_stock_rendering_of_the_same_collection():
     simulation.initialise_series()
     for _ in range(50):
         simulation.tick()
-    REGISTRY.by_attr("trades_total").labels(status='we"ird\\', symbol="new\nline").inc(2)
+    REGISTRY.by_attr("api_errors_total").labels(service='we"ird\\', type="new\nline").inc(2)
     pipeline = get_pipeline()
     body, content_type = pipeline.render()
     assert content_type == text_format.CONTENT_TYPE_LATEST == CONTENT_TYPE

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 from ._internal.forksafe import reset_after_fork
 from ._internal.series import check_number as _check_number
+from .catalog import CONFIDENCE_DECILES as CONFIDENCE_BUCKETS
 from .metrics import REGISTRY, MetricRegistry
 
 __all__ = ["CONFIDENCE_BUCKETS", "CalibrationTracker", "DecisionId", "confidence_bucket"]
@@ -46,7 +47,7 @@ OUTCOMES = "tinywindow_agent_outcomes_total"
 BRIER = "tinywindow_agent_brier_score"
 EXPIRED = "tinywindow_agent_decisions_expired_total"
 
-CONFIDENCE_BUCKETS = tuple(f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10))
+# CONFIDENCE_BUCKETS: the catalog's closed set for the confidence_bucket label ("0.0-0.1" .. "0.9-1.0").
 DEFAULT_WINDOW = 500
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600.0  # swing trades close within days; older decisions are noise
 DEFAULT_MAX_LINKED = 10_000

@@ -28,6 +28,20 @@ DEFAULT_MAX_SERIES = 2000
 MAX_SYMBOLS = 500
 
 
+# Label values from a closed set: a value outside raises ValueError where a new
+# label set is created (``labels()``), on the raw metric as through the recorders.
+# The recorders' own constants (``exporters.TRADE_STATUSES``, ``orders.SIDES``, ...)
+# are these tuples.
+TRADE_STATUSES = ("filled", "partially_filled", "rejected", "cancelled", "failed")
+ORDER_STATUSES = ("submitted", "acknowledged", "filled", "partially_filled", "rejected", "cancelled", "expired")
+ORDER_STAGES = ("ack", "fill", "cancel")
+ORDER_SIDES = ("buy", "sell")
+CONFIDENCE_DECILES = tuple(f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10))
+OUTCOMES = ("win", "loss")
+# gen_ai.token.type in the OpenTelemetry GenAI conventions (cached input counts as input).
+GEN_AI_TOKEN_TYPES = ("input", "output")
+
+
 class Kind(str, Enum):
     COUNTER = "counter"
     GAUGE = "gauge"
@@ -52,6 +66,19 @@ class MetricSpec:
     maximum: float | None = None
     # Label sets that exist from the start (and again after ``clear()``), at 0.
     initial: tuple[tuple[str, ...], ...] = ()
+    # (label, allowed values) for labels whose values come from a closed set; any other
+    # value raises ValueError naming the metric, the label, the value and the allowed set.
+    allowed: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        for label, values in self.allowed:
+            if label not in self.labels or not values or not all(isinstance(v, str) for v in values):
+                raise ValueError(f"{self.name}: allowed values for {label!r} need a declared label "
+                                 f"and a non-empty tuple of strings")
+
+    def allowed_values(self, label: str) -> tuple[str, ...] | None:
+        """The values ``label`` may take, or None when it is open (from data)."""
+        return dict(self.allowed).get(label)
 
     @property
     def attr(self) -> str:
@@ -127,7 +154,8 @@ C, G, H = Kind.COUNTER, Kind.GAUGE, Kind.HISTOGRAM
 CATALOG: tuple[MetricSpec, ...] = (
     # Trade metrics
     MetricSpec("tinywindow_trades_total", C, "Total trades by status and symbol.", ("status", "symbol"), "{trade}",
-               max_series=5 * MAX_SYMBOLS),  # one series per trade status and symbol
+               max_series=len(TRADE_STATUSES) * MAX_SYMBOLS,  # one series per trade status and symbol
+               allowed=(("status", TRADE_STATUSES),)),
     MetricSpec("tinywindow_trade_pnl_usd", H, "Realised P&L per closed trade in USD; losses are negative.", (), "usd", PNL_BUCKETS),
     MetricSpec("tinywindow_trade_amount_usd", H, "Notional amount per trade in USD.", ("symbol",), "usd", AMOUNT_BUCKETS, MAX_SYMBOLS,
                minimum=0.0),
@@ -215,18 +243,19 @@ EXECUTION_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_orders_total", C,
                "Orders by venue and lifecycle status: submitted and acknowledged as they happen, then exactly one "
                "closing status per order (filled, partially_filled, rejected, cancelled, expired).",
-               ("venue", "status"), "{order}", max_series=8 * MAX_VENUES),
+               ("venue", "status"), "{order}", max_series=8 * MAX_VENUES, allowed=(("status", ORDER_STATUSES),)),
     MetricSpec("tinywindow_order_latency_seconds", H,
                "Order latency by venue and stage: ack = submit to exchange acknowledgement, fill = submit to last "
                "fill, cancel = cancel request to confirmation.",
-               ("venue", "stage"), "s", ORDER_LATENCY_BUCKETS, 3 * MAX_VENUES, minimum=0.0),
+               ("venue", "stage"), "s", ORDER_LATENCY_BUCKETS, 3 * MAX_VENUES, minimum=0.0,
+               allowed=(("stage", ORDER_STAGES),)),
     MetricSpec("tinywindow_order_fill_ratio", H,
                "Filled / requested quantity per closed order (0-1); rejected orders are not included.",
                ("venue",), "1", FILL_RATIO_BUCKETS, MAX_VENUES, minimum=0.0, maximum=1.0),
     MetricSpec("tinywindow_slippage_bps", H,
                "Fill price vs the reference price given at submit, in basis points per filled order; "
                "positive = worse for the order's side, negative = price improvement.",
-               ("venue", "side"), "{bps}", SLIPPAGE_BUCKETS, 2 * MAX_VENUES),
+               ("venue", "side"), "{bps}", SLIPPAGE_BUCKETS, 2 * MAX_VENUES, allowed=(("side", ORDER_SIDES),)),
     MetricSpec("tinywindow_order_rejections_total", C, "Rejected orders by venue and reason.",
                ("venue", "reason"), "{order}", max_series=MAX_REASONS),
     MetricSpec("tinywindow_last_order_fill_timestamp_seconds", G, "Unix time of the last fill seen per venue.",
@@ -250,7 +279,8 @@ GEN_AI_METRICS: tuple[MetricSpec, ...] = (
                "Number of input and output tokens used (OpenTelemetry GenAI conventions; input includes "
                "cached input tokens).",
                ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.token.type"),
-               "{token}", GEN_AI_TOKEN_BUCKETS, max_series=400, minimum=0.0),
+               "{token}", GEN_AI_TOKEN_BUCKETS, max_series=400, minimum=0.0,
+               allowed=(("gen_ai.token.type", GEN_AI_TOKEN_TYPES),)),
     MetricSpec("gen_ai.client.operation.duration", H,
                "GenAI operation duration (OpenTelemetry GenAI conventions); error.type is set when the call failed.",
                ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "error.type"),
@@ -267,7 +297,8 @@ GEN_AI_METRICS: tuple[MetricSpec, ...] = (
 CALIBRATION_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("tinywindow_agent_outcomes_total", C,
                "Decisions linked to a trade outcome, by agent, confidence decile (\"0.8-0.9\") and outcome (win, loss).",
-               ("agent", "confidence_bucket", "outcome"), "{decision}"),
+               ("agent", "confidence_bucket", "outcome"), "{decision}",
+               allowed=(("confidence_bucket", CONFIDENCE_DECILES), ("outcome", OUTCOMES))),
     MetricSpec("tinywindow_agent_brier_score", G,
                "Mean squared error of confidence vs outcome (1 = win, 0 = loss) over the agent's last linked "
                "decisions: 0 is perfect, 0.25 is a coin flip at 0.5.",
@@ -290,6 +321,11 @@ BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}
 BY_EXPOSED_NAME: dict[str, MetricSpec] = {spec.exposed_name: spec for spec in ALL_METRICS}
 
 
+def _label_cell(spec: MetricSpec, label: str) -> str:
+    values = spec.allowed_values(label)
+    return label if values is None else f"{label} ({', '.join(values)})"
+
+
 def render_markdown() -> str:
     """The metrics reference (``docs/metrics.md``), generated from the catalog."""
     lines = [
@@ -297,6 +333,9 @@ def render_markdown() -> str:
         "",
         "Generated from `tinywindow_otel/catalog.py` by `tinywindow-otel docs`; "
         "a test fails when this file and the catalog drift.",
+        "",
+        "A label followed by values in parentheses takes only those values: any other raises `ValueError`",
+        "naming the metric, the label, the value and the allowed set, and creates no series.",
         "",
     ]
     # (title, metrics, the page that explains them for a trader, or "" when the table is the explanation)
@@ -319,7 +358,7 @@ def render_markdown() -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for spec in specs:
-            labels = ", ".join(spec.labels) or "-"
+            labels = ", ".join(_label_cell(spec, label) for label in spec.labels) or "-"
             buckets = ", ".join(f"{b:g}" for b in spec.buckets) or "-"
             lines.append(
                 f"| `{spec.exposed_name}` | `{spec.name}` | `{spec.attr}` | {spec.kind.value} | {labels} "
@@ -342,6 +381,13 @@ def render_markdown() -> str:
         "orders_open.labels(symbol=\"BTC/USDT\").inc()",
         "orders_open.initialise((\"ETH/USDT\",))  # shown at 0 from the first scrape",
         "```",
+        "",
+        "The positional parameters are prometheus_client's, in its order: `(name, documentation, labelnames,",
+        "namespace, subsystem, unit, registry)`; the name is `namespace_subsystem_name`, and `buckets=` and",
+        "`max_series=` are keyword-only. A `unit` is appended to the name on /metrics unless the name ends in",
+        "it (`\"seconds\"` or the OpenTelemetry `\"s\"` give `_seconds`; OpenTelemetry abbreviations are spelled",
+        "out: `\"ms\"` gives `_milliseconds`, `\"1\"` and `{...}` annotations nothing); over OTLP the name is kept",
+        "and the unit travels as the metric's unit.",
         "",
         "A metric that belongs to the product itself goes into `tinywindow_otel/catalog.py` instead (a",
         "`MetricSpec` in one of the tuples above, then `tinywindow-otel docs > docs/metrics.md`): the registry",

@@ -359,6 +359,17 @@ class _CcxtTracker:
             self.open.pop(next((k for k, v in self.open.items() if v is order), ""), None)
 
 
+# ccxt's spelling of a snake_case method's camelCase alias (``Exchange.__init__``): parts after
+# the first are capitalised, a few acronyms are upper-cased whole (fetch_ohlcv -> fetchOHLCV).
+_CAMEL_ACRONYMS = {"ohlcv": "OHLCV", "le": "LE", "be": "BE", "adl": "ADL"}
+
+
+def _ccxt_camel_case(name: str) -> str:
+    """The camelCase alias ccxt gives a unified method: ``create_order`` -> ``createOrder``."""
+    first, *rest = name.split("_")
+    return first + "".join(_CAMEL_ACRONYMS.get(part, part[:1].upper() + part[1:]) for part in rest)
+
+
 def _create_order(symbol, type, side, amount, price=None, params=None):  # noqa: A002 - ccxt's names
     pass
 
@@ -434,7 +445,8 @@ def instrument_ccxt(exchange: Any, venue: str | None = None, *,
     Duck-typed, ccxt is not imported: any object with ccxt's method names
     and signatures works. ``venue`` defaults to ``exchange.id``.
 
-    - every ``create_order``, ``cancel_order`` and ``fetch_*`` call:
+    - every ``create_order``, ``cancel_order`` and ``fetch_*`` call, by its snake_case name or
+      ccxt's camelCase alias (``createOrder``, ``fetchOHLCV``; one wrapper, counted once):
       ``tinywindow_api_requests_total`` / ``_latency_seconds`` /
       ``_errors_total{type=<ccxt exception class>}`` with ``service=venue``,
       then the rate-limit gauge from ``exchange.last_response_headers``;
@@ -473,9 +485,14 @@ def instrument_ccxt(exchange: Any, venue: str | None = None, *,
     for name in CCXT_FETCH_METHODS:
         plan[name] = (None, read_after if name in _ORDER_READERS else nothing)
     for name, (before, after) in plan.items():
-        method = getattr(exchange, name, None)
-        if callable(method):
-            setattr(exchange, name, _wrap(method, before, after, tracker))
+        # ccxt copies every method to a camelCase alias on the class (``createOrder``), and its
+        # examples call those: both names get the one wrapper around the snake_case method, so a
+        # call counts once by either name, even where the alias delegates to the snake_case one.
+        names = [n for n in (name, _ccxt_camel_case(name)) if callable(getattr(exchange, n, None))]
+        if names:
+            wrapper = _wrap(getattr(exchange, names[0]), before, after, tracker)
+            for attr in names:
+                setattr(exchange, attr, wrapper)
     try:
         _BY_EXCHANGE[exchange] = tracker
     except TypeError:  # unhashable

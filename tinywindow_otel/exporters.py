@@ -29,6 +29,7 @@ from ._internal.selfmetrics import OVERFLOW_LABEL_VALUE
 from ._internal.series import GaugeSeries
 from ._internal.series import check_number as _check_number
 from .calibration import CalibrationTracker, DecisionId
+from .catalog import TRADE_STATUSES
 from .metrics import REGISTRY, Gauge, MetricRegistry
 from .risk import (DEFAULT_RETURN_INTERVAL_S, DEFAULT_VAR_MIN_SAMPLES, DEFAULT_VAR_WINDOW, VAR_METHODS,
                    PortfolioState, PortfolioTracker, is_finite_number, leverage_ratio, win_rate_pct)
@@ -44,8 +45,8 @@ if TYPE_CHECKING:
 
 UNKNOWN_ERROR_TYPE = "unknown"
 
-TRADE_STATUSES = ("filled", "partially_filled", "rejected", "cancelled", "failed")
-"""Every status a trade can be recorded with; anything else raises ``ValueError``."""
+# TRADE_STATUSES (the catalog's closed set for tinywindow_trades_total{status}): every status a
+# trade can be recorded with; anything else raises ``ValueError``.
 _STATUSES = frozenset(TRADE_STATUSES)
 
 STATE_VERSION = 2

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from ._internal import labels as _labels
 from ._internal.forksafe import reset_after_fork
 from ._internal.labels import MAX_LABEL_VALUE_LENGTH, RESERVED_REPLACEMENT
+from ._internal.render import family_name
 from ._internal.selfmetrics import OVERFLOW_LABEL_VALUE, DropReporter, default_drops
 from ._internal.series import Attributes, CounterSeries, GaugeSeries, HistogramSeries, Series, check_number
 from ._internal.wrapper import count_exceptions as _count_exceptions
@@ -51,16 +52,22 @@ class _Metric(Generic[_S]):
     _series_class: type[_S]
     kind: Kind
 
-    def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = (), unit: str = "", *,
-                 namespace: str = "", subsystem: str = "", registry: MetricRegistry | None | object = _DEFAULT,
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = (), namespace: str = "",
+                 subsystem: str = "", unit: str = "", registry: MetricRegistry | None | object = _DEFAULT, *,
                  max_series: int = DEFAULT_MAX_SERIES, buckets: Iterable[float] = ()) -> None:
-        """prometheus_client's signature; ``registry=None`` keeps the metric out of any registry."""
+        """prometheus_client's signature, positionally too; ``registry=None`` keeps the metric out of any registry.
+
+        The name is ``namespace_subsystem_name``; a ``unit`` is appended on /metrics
+        when the name does not end in it (``unit="seconds"`` or the OpenTelemetry
+        ``"s"`` -> ``_seconds``); over OTLP the name stays and the unit is the unit.
+        """
+        for what, value in (("namespace", namespace), ("subsystem", subsystem), ("unit", unit)):
+            if not isinstance(value, str):
+                raise TypeError(f"{name}: {what} must be a string, got {type(value).__name__} {value!r:.80}")
         full = "_".join(part for part in (namespace, subsystem, name) if part)
         _labels.check_metric_name(full)
         if not isinstance(documentation, str):
             raise TypeError(f"{full}: documentation must be a string, got {type(documentation).__name__}")
-        if not isinstance(unit, str):
-            raise TypeError(f"{full}: unit must be a string, got {type(unit).__name__}")
         names = _labels.check_label_names(full, labelnames, histogram=self.kind is Kind.HISTOGRAM)
         spec = MetricSpec(full, self.kind, documentation, names, unit, tuple(buckets),
                           _labels.check_max_series(full, max_series))
@@ -80,6 +87,8 @@ class _Metric(Generic[_S]):
     def _setup(self, spec: MetricSpec, registry: MetricRegistry | None) -> None:
         self.spec = spec
         self.name = spec.name
+        # The name a scrape shows on the samples (unit and _total applied): two metrics may not share it.
+        self._exposed_name = family_name(spec.kind.value, spec.name, spec.unit)[1]
         self.documentation = spec.description
         self.labelnames = spec.labels
         self._registry = registry
@@ -95,6 +104,8 @@ class _Metric(Generic[_S]):
         n = len(spec.labels)
         self._first_label = spec.labels[0] if n == 1 else None
         self._key_of = itemgetter(*spec.labels) if n > 1 else None
+        # Per label, the closed set of values it may take (None: any); checked where a label set is new.
+        self._allowed = tuple(spec.allowed_values(label) for label in spec.labels) if spec.allowed else None
         self._new_default()
 
     def __repr__(self) -> str:
@@ -175,10 +186,10 @@ class _Metric(Generic[_S]):
     def canonical_labels(self, *values: object) -> tuple[str, ...]:
         """The label values as the series stores and /metrics shows them (numbers formatted,
         invalid UTF-8, over-long and reserved values rewritten and counted); raises like ``labels()``."""
-        return _labels.canonical(self.name, self.labelnames, values, self.drops)
+        return self._canonical(values)
 
     def _canonical(self, values: tuple) -> tuple[str, ...]:
-        return _labels.canonical(self.name, self.labelnames, values, self.drops)
+        return _labels.canonical(self.name, self.labelnames, values, self.drops, self._allowed)
 
     def _new_child(self, values: tuple) -> _S:
         canonical = self._canonical(values)
@@ -326,9 +337,11 @@ class Histogram(_Metric[HistogramSeries]):
     _series_class = HistogramSeries
     kind = Kind.HISTOGRAM
 
-    def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = (), unit: str = "", *,
-                 buckets: Iterable[float] = DEFAULT_BUCKETS, **kwargs) -> None:
-        super().__init__(name, documentation, labelnames, unit, buckets=_check_buckets(name, buckets), **kwargs)
+    def __init__(self, name: str, documentation: str, labelnames: Iterable[str] = (), namespace: str = "",
+                 subsystem: str = "", unit: str = "", registry: MetricRegistry | None | object = _DEFAULT, *,
+                 buckets: Iterable[float] = DEFAULT_BUCKETS, max_series: int = DEFAULT_MAX_SERIES) -> None:
+        super().__init__(name, documentation, labelnames, namespace, subsystem, unit, registry,
+                         max_series=max_series, buckets=_check_buckets(name, buckets))
 
     def _make_series(self, label_values: tuple[str, ...]) -> HistogramSeries:
         spec = self.spec
@@ -390,7 +403,7 @@ class MetricRegistry:
         """Add a metric; a name (or the name it is exposed under) already taken raises ValueError."""
         if not isinstance(metric, _Metric):
             raise TypeError(f"register() takes a Counter, Gauge or Histogram, got {type(metric).__name__}")
-        exposed = metric.spec.exposed_name
+        exposed = metric._exposed_name
         with self._lock:
             taken = self._metrics.get(metric.name)
             if taken is metric:
@@ -398,7 +411,7 @@ class MetricRegistry:
             other = taken or self._metrics.get(self._exposed.get(exposed, ""))
             if other is not None:
                 raise ValueError(f"duplicate metric {metric.name!r}: {other.name!r} is already registered "
-                                 f"(exposed as {other.spec.exposed_name})")
+                                 f"(exposed as {other._exposed_name})")
             metric._registry = self
             metric.drops = self.drops
             metrics = dict(self._metrics)
@@ -412,7 +425,7 @@ class MetricRegistry:
                 metrics = dict(self._metrics)
                 del metrics[metric.name]
                 self._metrics = metrics
-                self._exposed.pop(metric.spec.exposed_name, None)
+                self._exposed.pop(metric._exposed_name, None)
 
     def get(self, name: str) -> _Metric[Any]:
         return self._metrics[name]

@@ -39,14 +39,15 @@ from typing import Any, Literal
 from ._internal.forksafe import reset_after_fork
 from ._internal.series import check_number as _check_number
 from ._internal.wrapper import CallWrapper, Probe, is_error
+from .catalog import ORDER_SIDES as SIDES
+from .catalog import ORDER_STAGES as STAGES
+from .catalog import ORDER_STATUSES
 from .metrics import REGISTRY, MetricRegistry
 
 __all__ = ["CLOSING_STATUSES", "ORDER_STATUSES", "SIDES", "STAGES", "Order", "order"]
 
-ORDER_STATUSES = ("submitted", "acknowledged", "filled", "partially_filled", "rejected", "cancelled", "expired")
+# ORDER_STATUSES, STAGES and SIDES are the catalog's closed sets for the execution metrics' labels.
 CLOSING_STATUSES = ("filled", "partially_filled", "rejected", "cancelled", "expired")
-STAGES = ("ack", "fill", "cancel")
-SIDES = ("buy", "sell")
 
 _ORDERS = "tinywindow_orders_total"
 # A fill within this relative distance of the requested quantity completes

@@ -77,7 +77,7 @@ def main() -> int:
         trade_pnl_usd.observe(float("nan"))
         api_requests_total.labels(service="x" * 300)
         for i in range(trades_total.max_series + 1):
-            trades_total.labels(status="probe", symbol=f"PROBE{i}")
+            trades_total.labels(status="cancelled", symbol=f"PROBE{i}")  # a documented status: no alert reads it
     server = MetricsServer(host="127.0.0.1", port=0).start()
 
     threading.Thread(target=read_commands, daemon=True).start()

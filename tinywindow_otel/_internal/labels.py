@@ -55,8 +55,13 @@ def check_max_series(metric: str, limit: object) -> int:
     return limit
 
 
-def canonical(metric: str, labelnames: tuple[str, ...], values: tuple, drops) -> tuple[str, ...]:
-    """The label values as the strings a series is stored and exposed under."""
+def canonical(metric: str, labelnames: tuple[str, ...], values: tuple, drops,
+              allowed: tuple[tuple[str, ...] | None, ...] | None = None) -> tuple[str, ...]:
+    """The label values as the strings a series is stored and exposed under.
+
+    ``allowed`` has, per label, the values it may take (None: any); a value
+    outside raises ValueError before anything is rewritten or counted.
+    """
     if not labelnames:
         raise ValueError(f"{metric}: this metric has no labels; call it directly instead of .labels()")
     if len(values) != len(labelnames):
@@ -64,7 +69,7 @@ def canonical(metric: str, labelnames: tuple[str, ...], values: tuple, drops) ->
             f"{metric}: expected {len(labelnames)} label value(s) ({', '.join(labelnames)}), got {len(values)}"
         )
     result = []
-    for name, value in zip(labelnames, values):
+    for i, (name, value) in enumerate(zip(labelnames, values)):
         if isinstance(value, str):
             text = str.__str__(value)  # a str subclass's __str__ is not ours to call
         elif isinstance(value, int) and not isinstance(value, bool):
@@ -75,6 +80,10 @@ def canonical(metric: str, labelnames: tuple[str, ...], values: tuple, drops) ->
             raise TypeError(
                 f"{metric}: label {name!r} must be a string (or number), got {type(value).__name__} {value!r:.80}"
             )
+        choices = allowed[i] if allowed is not None else None
+        if choices is not None and text not in choices:
+            raise ValueError(f"{metric}: label {name!r} must be one of {', '.join(choices)}, "
+                             f"got {type(value).__name__} {value!r:.80}")
         if not (text.isascii() and len(text) <= MAX_LABEL_VALUE_LENGTH) or text == OVERFLOW_LABEL_VALUE:
             text = sanitize(metric, name, text, drops)
         result.append(text)

@@ -80,6 +80,23 @@ def unit_suffix(unit: str) -> str:
     return _NAME_RE.sub("_", unit).strip("_")
 
 
+def family_name(kind: str, raw_name: str, unit: str) -> tuple[str, str]:
+    """(family, name on the samples) as /metrics shows a metric: prometheus_client's naming.
+
+    Counters lose a ``_total`` suffix (it comes back on the samples), a unit is
+    appended when the name does not already end in it (``s`` -> ``_seconds``).
+    """
+    name = metric_name(raw_name)
+    suffix = unit_suffix(unit)
+    if kind == "counter" and name.endswith("_total"):
+        name = name[:-6]
+    if suffix and not name.endswith("_" + suffix):
+        name += "_" + suffix
+    if not _VALID_NAME.match(name):
+        raise UnsupportedData(f"metric name {raw_name!r} gives no valid Prometheus name")
+    return name, name + "_total" if kind == "counter" else name
+
+
 def _label_value(value: object) -> str:
     # The exporter's rule: strings as they are, anything else as JSON.
     return value if isinstance(value, str) else json.dumps(value, default=str)
@@ -193,18 +210,9 @@ class Renderer:
 
     @staticmethod
     def _header(kind: str, raw_name: str, description: str, unit: str) -> tuple[str, str, str, str]:
-        name = metric_name(raw_name)
         suffix = unit_suffix(unit)
-        family_id = "|".join((name, description, suffix))
-        # prometheus_client's family naming: counters lose a "_total" suffix
-        # (it comes back on the samples), a unit is appended when missing.
-        if kind == "counter" and name.endswith("_total"):
-            name = name[:-6]
-        if suffix and not name.endswith("_" + suffix):
-            name += "_" + suffix
-        if not _VALID_NAME.match(name):
-            raise UnsupportedData(f"metric name {raw_name!r} gives no valid Prometheus name")
-        exposed = name + "_total" if kind == "counter" else name
+        family_id = "|".join((metric_name(raw_name), description, suffix))
+        name, exposed = family_name(kind, raw_name, unit)
         help_text = description.replace("\\", r"\\").replace("\n", r"\n")
         return family_id, name, exposed, f"# HELP {exposed} {help_text}\n# TYPE {exposed} {kind}\n"
 
