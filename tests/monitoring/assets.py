@@ -12,7 +12,7 @@ import yaml
 from prometheus_client.utils import floatToGoString
 
 from helpers import require_tool
-from tinywindow_otel.catalog import ALL_METRICS, CATALOG, Kind, MetricSpec
+from tinywindow_otel.catalog import ALL_METRICS, BUILD_INFO, CATALOG, Kind, MetricSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "tinywindow.rules.yml"
@@ -151,7 +151,7 @@ _GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 
 
 def spec_for_sample(sample: str) -> MetricSpec | None:
-    by_exposed = {spec.exposed_name: spec for spec in ALL_METRICS}
+    by_exposed = {spec.exposed_name: spec for spec in (*ALL_METRICS, BUILD_INFO)}
     if sample in by_exposed:
         return by_exposed[sample]
     for suffix in HISTOGRAM_SUFFIXES:

@@ -133,6 +133,8 @@ MUTATIONS = {
     "HighLeverage resolves when the gauge vanishes": (
         "(last_over_time(tinywindow_leverage_ratio[1h]) unless max_over_time(tinywindow_leverage_ratio[45s])) > 15",
         "(last_over_time(tinywindow_leverage_ratio[1h]) unless max_over_time(tinywindow_leverage_ratio[45s])) < 0"),
+    "Alertmanager and Prometheus count as stalled traders": (
+        "\n                    and on (job, instance) last_over_time(tinywindow_otel_build_info[1m])", ""),
     "TradingStalled ignores the halt": ("last_over_time(tinywindow_circuit_breaker_open[1m]) == 1",
                                         "last_over_time(tinywindow_circuit_breaker_open[1m]) == 7"),
     "unguarded denominator alerts on a service with no requests": (
