@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from monitoring.assets import (
-    ENDPOINT_ALERTS, EVENT_ALERTS, EXECUTION_RULES, OPERATIONS_ALERTS, ROOT, RULE_TESTS, RULES, RUNBOOK_DEFAULT_BASE, RUNBOOKS,
+    ENDPOINT_ALERTS, EVENT_ALERTS, EXECUTION_RULE_TESTS, EXECUTION_RULES, OPERATIONS_ALERTS, ROOT, RULE_TESTS, RULES, RUNBOOK_DEFAULT_BASE, RUNBOOKS,
     CORE_ALERTS, alerts_by_name, check_expression, le_regex_bounds, le_spellings, load_rules, references, run_tool,
 )
 from tinywindow_otel.catalog import BY_NAME
@@ -336,3 +336,13 @@ def test_promtool_input_series_exist_in_the_catalog():
         for series in test["input_series"]:
             problems = check_expression(series["series"])
             assert not problems, f"{test['name']}: {problems}"
+
+
+@pytest.mark.parametrize("path", [RULE_TESTS, EXECUTION_RULE_TESTS], ids=lambda p: p.name)
+def test_promtool_input_values_read_back_as_written(path):
+    # The mutation test rewrites the test file through PyYAML: an unquoted `0x80`
+    # ("0, 80 more times") is a YAML 1.1 hex integer there and comes back as 128.
+    tests = yaml.safe_load(path.read_text())["tests"]
+    for test in tests:
+        for series in test["input_series"]:
+            assert isinstance(series["values"], str), f"{test['name']}: quote {series['series']} values {series['values']!r}"
