@@ -90,7 +90,8 @@ TARGET_LABELS = {"job", "instance"}
 # Series the rules read that the SDK does not declare: name -> labels beyond job/instance.
 EXTERNAL_METRICS = {
     "up": set(),
-    "target_info": {"service_name"},   # plus other resource attributes; the rules use job/instance only
+    # Plus other resource attributes (process_pid: a new target_info series per process); the rules use job/instance only.
+    "target_info": {"service_name", "process_pid"},
     "process_start_time_seconds": set(),
     "alertmanager_notifications_failed_total": {"integration"},
     "otelcol_exporter_send_failed_metric_points": {"exporter"},

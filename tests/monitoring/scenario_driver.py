@@ -2,8 +2,10 @@
 
 Prints {"port": N} once /metrics is served, then records a calm trading
 workload until it reads "breach" on stdin; from then on every core alert's
-condition holds. ``--retrip``: the process was just restarted and its circuit
-breaker (reason volatility) tripped again at once, before the first scrape.
+condition holds. ``--retrip``: the process was just restarted and, before the
+first scrape, its circuit breaker tripped again at once: reason volatility stays
+open, reason api_errors is reset at once (its counter back at 1, the value the
+``--tripped-before`` process had: only the process start tells it is new).
 ``--tripped-before``: the event counters are already above zero at the first
 scrape, from trips that are over (breaker api_errors tripped and reset, kill
 switch automatic activated and released, a $25K ETH/USDT trade): old events
@@ -71,6 +73,7 @@ def main() -> int:
         trading_exporter.record_trade("ETH/USDT", "filled", amount_usd=25_000.0)
     if retrip:
         trip("volatility", keep_open=True)
+        trip("api_errors", keep_open=False)
     else:
         # The SDK self-metrics, already non-zero at the first scrape: one dropped
         # measurement, one rewritten label value, one label set beyond the series limit.

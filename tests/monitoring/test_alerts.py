@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from monitoring.assets import (
-    ENDPOINT_ALERTS, EVENT_ALERTS, EXECUTION_RULES, OPERATIONS_ALERTS, ROOT, RULE_TESTS, RULES, RUNBOOK_DEFAULT_BASE, RUNBOOKS,
+    ENDPOINT_ALERTS, EVENT_ALERTS, EXECUTION_RULE_TESTS, EXECUTION_RULES, OPERATIONS_ALERTS, ROOT, RULE_TESTS, RULES, RUNBOOK_DEFAULT_BASE, RUNBOOKS,
     CORE_ALERTS, alerts_by_name, check_expression, le_regex_bounds, le_spellings, load_rules, references, run_tool,
 )
 from tinywindow_otel.catalog import BY_NAME
@@ -60,6 +60,7 @@ FAULT_CLASSES = {
     "vanishing series": ("stale", "vanishes"),
     "exactly at the threshold": ("-10 -10", "exactly"),
     "pushed instances": ('target_info{job="tinywindow", instance="bot-1"', "pushed"),
+    "pushed restart without a new event": ('process_pid="202"', "Pushed restart with a fixed instance id"),
 }
 
 
@@ -72,6 +73,19 @@ def test_promtool_tests_cover_each_fault_class(fault):
 
 
 LE_REGEX = 'le=~"10000|10000\\\\.0|1e\\\\+04"'
+
+
+def pushed_now(counter: str, slack: str = "1") -> str:
+    """The line that drops a sample missing from its instance's newest push (a pushed series left by an earlier process)."""
+    return (f"\n            unless timestamp({counter}) + {slack} < on (job, instance) group_left max by (job, instance)"
+            " (timestamp(target_info))")
+
+
+BORN = "\n            and (count_over_time("
+RESTART = "\n            and on (job, instance) (time() - process_start_time_seconds < 120)"
+CB, KS, LPS = ("tinywindow_circuit_breaker_trips_total", "tinywindow_kill_switch_activations_total",
+               "tinywindow_trade_amount_usd_count")
+DROPPED, OVERFLOW = "tinywindow_otel_dropped_measurements_total", "tinywindow_otel_cardinality_overflow_total"
 # Weakening a rule must make the promtool tests fail: they test what they claim.
 MUTATIONS = {
     "a gauge read as an instant vector resolves on a failed scrape": (
@@ -86,16 +100,15 @@ MUTATIONS = {
     "keep_firing_for dropped": ("max_over_time(tinywindow_drawdown_pct[45s]) > 15\n        for: 1m\n        keep_firing_for: 1m",
                                 "max_over_time(tinywindow_drawdown_pct[45s]) > 15\n        for: 1m"),
     "the offset test for a new series pages after a failed scrape and an outage": (
-        "tinywindow_circuit_breaker_trips_total > 0\n            and (count_over_time(tinywindow_circuit_breaker_trips_total[2m])"
+        f"{CB} > 0{pushed_now(CB)}\n            and (count_over_time(tinywindow_circuit_breaker_trips_total[2m])"
         " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
         "(tinywindow_circuit_breaker_trips_total unless tinywindow_circuit_breaker_trips_total offset 5m) > 0"),
     "increase() alone misses a brand-new counter series": (
-        "tinywindow_kill_switch_activations_total > 0\n            and (count_over_time(tinywindow_kill_switch_activations_total[2m])"
+        f"{KS} > 0{pushed_now(KS)}\n            and (count_over_time(tinywindow_kill_switch_activations_total[2m])"
         " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
         "tinywindow_kill_switch_activations_total < 0"),
     "a re-trip right after a restart is missed without the process start": (
-        "tinywindow_circuit_breaker_trips_total > 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)",
-        "tinywindow_circuit_breaker_trips_total < 0"),
+        f"{CB} > 0{pushed_now(CB)}{RESTART}", f"{CB} < 0"),
     "the event alert resolves while the breaker is still open": (
         "last_over_time(tinywindow_circuit_breaker_open[1m]) > 0", "tinywindow_circuit_breaker_open < 0"),
     "one le spelling only": (LE_REGEX, 'le="10000.0"'),
@@ -145,14 +158,12 @@ MUTATIONS = {
                                      "min_over_time(tinywindow_daily_pnl_pct[45s]) < -10\n        for: 0m"),
     # Restart branches: a re-trip right after a restart brings the counter back to its old value.
     "a re-activation of the kill switch right after a restart is missed without the process start": (
-        "tinywindow_kill_switch_activations_total > 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)",
-        "tinywindow_kill_switch_activations_total < 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)"),
+        f"{KS} > 0{pushed_now(KS)}{RESTART}", f"{KS} < 0{pushed_now(KS)}{RESTART}"),
     "a large trade right after a restart is missed without the process start": (
-        "          ) > 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)",
-        "          ) < 0\n            and on (job, instance) (time() - process_start_time_seconds < 120)"),
+        f"          ) > 0{pushed_now(LPS)}{RESTART}", f"          ) < 0{pushed_now(LPS)}{RESTART}"),
     # A Prometheus outage longer than 5m: the offset test pages for every old count once the gap is 5m behind.
     "the offset test pages an old kill-switch activation after an outage": (
-        "tinywindow_kill_switch_activations_total > 0\n            and (count_over_time(tinywindow_kill_switch_activations_total[2m])"
+        f"{KS} > 0{pushed_now(KS)}\n            and (count_over_time(tinywindow_kill_switch_activations_total[2m])"
         " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
         "(tinywindow_kill_switch_activations_total unless tinywindow_kill_switch_activations_total offset 5m) > 0"),
     "the offset test pages an old large trade after an outage": (
@@ -160,11 +171,11 @@ MUTATIONS = {
         "(sum_over_time(up[2m]) or count_over_time(target_info[2m])))",
         "            unless on (job, instance, symbol) tinywindow_trade_amount_usd_count offset 5m"),
     "the offset test pages old dropped measurements after an outage": (
-        "tinywindow_otel_dropped_measurements_total > 0\n            and (count_over_time(tinywindow_otel_dropped_measurements_total[15m])"
+        f"{DROPPED} > 0{pushed_now(DROPPED)}\n            and (count_over_time(tinywindow_otel_dropped_measurements_total[15m])"
         " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[15m]) or count_over_time(target_info[15m])))",
         "(tinywindow_otel_dropped_measurements_total unless tinywindow_otel_dropped_measurements_total offset 5m) > 0"),
     "the offset test pages an old cardinality overflow after an outage": (
-        "tinywindow_otel_cardinality_overflow_total > 0\n            and (count_over_time(tinywindow_otel_cardinality_overflow_total[15m])"
+        f"{OVERFLOW} > 0{pushed_now(OVERFLOW)}\n            and (count_over_time(tinywindow_otel_cardinality_overflow_total[15m])"
         " < on (job, instance) group_left max by (job, instance) (sum_over_time(up[15m]) or count_over_time(target_info[15m])))",
         "(tinywindow_otel_cardinality_overflow_total unless tinywindow_otel_cardinality_overflow_total offset 5m) > 0"),
     # Pushed instances: no `up`, no stale markers (an instant value lingers 5m after the last push).
@@ -175,6 +186,26 @@ MUTATIONS = {
         "unless max_over_time(tinywindow_leverage_ratio[45s])) > 15", "unless tinywindow_leverage_ratio) > 15"),
     "equity <= 0 on a pushed instance pages only once the instant value is 5m old": (
         "unless on (job, instance) max_over_time(tinywindow_leverage_ratio[45s])", "unless on (job, instance) tinywindow_leverage_ratio"),
+    # Pushed data has no stale markers: after a restart with the same service.instance.id, the
+    # previous process's last counts stay visible 5m. Without the newest-push line they page.
+    "a pushed restart pages the previous process's breaker count as born non-zero": (
+        f"{CB} > 0{pushed_now(CB)}{BORN}", f"{CB} > 0{BORN}"),
+    "a pushed restart pages the previous process's breaker count as new": (
+        f"{CB} > 0{pushed_now(CB)}{RESTART}", f"{CB} > 0{RESTART}"),
+    "a pushed restart pages the previous process's kill-switch count as born non-zero": (
+        f"{KS} > 0{pushed_now(KS)}{BORN}", f"{KS} > 0{BORN}"),
+    "a pushed restart pages the previous process's kill-switch count as new": (
+        f"{KS} > 0{pushed_now(KS)}{RESTART}", f"{KS} > 0{RESTART}"),
+    "a pushed restart pages the previous process's large trade as born non-zero": (
+        f"          ) > 0{pushed_now(LPS)}{BORN}", f"          ) > 0{BORN}"),
+    "a pushed restart pages the previous process's large trade as new": (
+        f"          ) > 0{pushed_now(LPS)}{RESTART}", f"          ) > 0{RESTART}"),
+    "a pushed restart pages the previous process's dropped measurements": (
+        f"{DROPPED} > 0{pushed_now(DROPPED)}{BORN}", f"{DROPPED} > 0{BORN}"),
+    "a pushed restart pages the previous process's cardinality overflow": (
+        f"{OVERFLOW} > 0{pushed_now(OVERFLOW)}{BORN}", f"{OVERFLOW} > 0{BORN}"),
+    "a count one push old (a restart between two pushes) taken for a current one": (
+        f"{CB} > 0{pushed_now(CB)}{RESTART}", f"{CB} > 0{pushed_now(CB, '15')}{RESTART}"),
     # Exactly at each threshold: `>` -> `>=` (`<` -> `<=`) must make a test fail.
     "a daily loss of exactly -10% counted as exceeded": ("tinywindow_daily_pnl_pct[45s]) < -10", "tinywindow_daily_pnl_pct[45s]) <= -10"),
     "a drawdown of exactly 15% counted as exceeded": ("tinywindow_drawdown_pct[45s]) > 15", "tinywindow_drawdown_pct[45s]) >= 15"),
@@ -338,3 +369,13 @@ def test_promtool_input_series_exist_in_the_catalog():
         for series in test["input_series"]:
             problems = check_expression(series["series"])
             assert not problems, f"{test['name']}: {problems}"
+
+
+@pytest.mark.parametrize("path", [RULE_TESTS, EXECUTION_RULE_TESTS], ids=lambda p: p.name)
+def test_promtool_input_values_read_back_as_written(path):
+    # The mutation test rewrites the test file through PyYAML: an unquoted `0x80`
+    # ("0, 80 more times") is a YAML 1.1 hex integer there and comes back as 128.
+    tests = yaml.safe_load(path.read_text())["tests"]
+    for test in tests:
+        for series in test["input_series"]:
+            assert isinstance(series["values"], str), f"{test['name']}: quote {series['series']} values {series['values']!r}"

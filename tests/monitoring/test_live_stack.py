@@ -7,7 +7,9 @@ Alertmanager; the proxy fails one scrape (HTTP 500) while counters that are
 above zero since the first scrape are on /metrics (old breaker, kill-switch and
 large-trade events, the SDK self-metrics), and again while the alerts fire;
 then the driver restarts (new process, scrapes failing meanwhile) with its
-circuit breaker tripped again at once, the counter back at the value it had.
+circuit breaker tripped again at once, the counters back at the values they had:
+one reason stays open (the alert must not resolve), one old reason that never
+paged is reset at once (only the restart branch sees it: it must page now).
 No false page, no missed page, no RESOLVED for the breaker while trading is
 halted. After each failure the test waits until every rule group has been
 evaluated past the failure plus the longest `for:` plus one interval, then reads
@@ -264,9 +266,15 @@ def test_every_core_alert_reaches_alertmanager_through_failed_scrapes_and_a_rest
         assert not empty, "panel queries without data:\n" + "\n".join(empty)
 
         # Restart: scrapes fail while the process is gone; the new process trips
-        # the breaker again at once (its counter is back at 1, the old value).
-        (breaker,) = [a for a in prometheus_alerts(stack).values()
-                      if a["labels"]["alertname"] == "CircuitBreakerTripped" and a["labels"]["reason"] == "volatility"]
+        # the breaker again at once: volatility stays open (its counter back at 1, the
+        # old value), api_errors is reset at once (back at 1, the first process's old
+        # trip, which never paged).
+        def breaker_alerts(reason: str) -> list[dict]:
+            return [a for a in prometheus_alerts(stack).values()
+                    if a["labels"]["alertname"] == "CircuitBreakerTripped" and a["labels"]["reason"] == reason]
+        (breaker,) = breaker_alerts("volatility")
+        assert breaker_alerts("api_errors") == []
+        restarted_at = time.time()
         driver.stop()
         wait_until(lambda: prometheus_query(stack, 'up{job="tinywindow"} == 0'), timeout=10, interval=0.2,
                    what="the restart seen as a failed scrape")
@@ -286,8 +294,20 @@ def test_every_core_alert_reaches_alertmanager_through_failed_scrapes_and_a_rest
         resolved = [(p, a["labels"]) for p, a in notified(stack, "resolved")
                     if a["labels"]["alertname"] == "CircuitBreakerTripped" and a["labels"].get("reason") == "volatility"]
         assert resolved == [], f"RESOLVED sent while the breaker was open: {resolved}"
+        # The api_errors re-trip: no state gauge (reset at once), no increase (1 before and
+        # after), no series born non-zero (the restart's failed scrapes lower the scrape
+        # and the series counts alike); only the young process start says it is new. A new page.
+        wait_until(lambda: any(
+            a["labels"]["alertname"] == "CircuitBreakerTripped" and a["labels"].get("reason") == "api_errors"
+            and a["status"]["state"] == "active" for a in am_alerts(stack)),
+            timeout=20, interval=0.25, what="CircuitBreakerTripped (api_errors) paged for the re-trip after the restart")
+        assert [epoch(a["activeAt"]) >= restarted_at for a in breaker_alerts("api_errors")] == [True]
+
+        def retrip_page(alert: dict) -> bool:
+            return alert["labels"].get("reason") == "api_errors" and epoch(alert["startsAt"]) >= restarted_at
+        # The old kill-switch activation and $25K trade are not in the restarted process: no page.
         false_pages = [(p, a["labels"]) for p, a in notified(stack)
-                       if a["labels"]["alertname"] in NEVER or old_event(a["labels"])]
+                       if a["labels"]["alertname"] in NEVER or (old_event(a["labels"]) and not retrip_page(a))]
         assert false_pages == [], f"pages from counters present since the first scrape: {false_pages}"
 
         # The endpoint going away is noticed too.

@@ -72,3 +72,11 @@ def test_every_core_alert_fires_on_every_push_path(tmp_path, prometheus3, otelco
             wait_until(all_fire, timeout=40, interval=0.5, what="every core alert on every push path")
         except AssertionError:
             raise AssertionError(f"core alerts not firing: {missing}") from None
+        # Events only a counter tells (the daily_loss breaker tripped and reset at once, the
+        # first $25K SOL trade; positions stay below $10K): the new-event branches keep a
+        # series of the instance's newest push (they drop only samples older than its target_info).
+        events = {name: {(a["metric"]["alertname"], a["metric"].get("reason") or a["metric"].get("symbol"))
+                         for a in p.query('ALERTS{alertstate="firing", alertname=~"CircuitBreakerTripped|LargePositionSize"}')}
+                  for name, p in paths.items()}
+        expected = {("CircuitBreakerTripped", "daily_loss"), ("LargePositionSize", "SOL/USDT")}
+        assert all(expected <= found for found in events.values()), events
