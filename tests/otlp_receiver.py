@@ -14,11 +14,13 @@ import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from helpers import wait_until
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 
+from tinywindow_otel.testing import reset
 
 
 class OTLPReceiver:
@@ -123,6 +125,23 @@ class Blackhole:
 
 
 # --- decoding -------------------------------------------------------------------
+
+
+def export_threads() -> list[threading.Thread]:
+    """The OTel SDK's periodic export threads still alive in this process."""
+    return [t for t in threading.enumerate() if t.name == "OtelPeriodicExportingMetricReader" and t.is_alive()]
+
+
+def reset_after_pushes() -> None:
+    """``testing.reset()``, then again once every export thread has ended.
+
+    An export abandoned by a bounded shutdown (hung collector) ends once its
+    collector is gone; until then it may count its failure in the registry the
+    next test starts from.
+    """
+    reset()
+    wait_until(lambda: not export_threads(), timeout=15, interval=0.05, what="abandoned export threads to end")
+    reset()
 
 
 def attrs(key_values) -> dict:

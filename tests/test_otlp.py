@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -16,15 +15,16 @@ from otlp_receiver import (
     Blackhole,
     OTLPReceiver,
     as_prometheus_samples,
+    export_threads,
     metrics_of,
     point,
     resource_of,
+    reset_after_pushes,
     scrape_as_samples,
 )
 
 import tinywindow_otel as tw
 from tinywindow_otel import MetricsServer, pipeline
-from tinywindow_otel.testing import reset
 from tinywindow_otel.catalog import PNL_BUCKETS
 from tinywindow_otel.exporters import api_exporter, portfolio_exporter, safety_exporter, trading_exporter
 
@@ -34,11 +34,7 @@ PNL = "tinywindow_trade_pnl_usd"
 @pytest.fixture(autouse=True)
 def restore_pipeline():
     yield
-    reset()
-    # An export abandoned by a bounded shutdown (hung collector) ends once its collector is gone;
-    # until then it may count its failure in the registry the next test starts from.
-    wait_until(lambda: not _export_threads(), timeout=15, interval=0.05, what="abandoned export threads to end")
-    reset()
+    reset_after_pushes()
 
 
 @pytest.fixture
@@ -338,23 +334,19 @@ def test_fork_child_reports_only_its_own_recordings(receiver):
     assert point(metrics_of(latest)[PNL]).sum == -300.0
 
 
-def _export_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "OtelPeriodicExportingMetricReader" and t.is_alive()]
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_has_exactly_one_export_thread(receiver):
     """The SDK restarts the parent reader's export thread in a child; the at-fork handler stops that
     one, so only the child's own pipeline exports from the child (no ghost thread)."""
     p = push_to(receiver)
-    assert len(_export_threads()) == 1
+    assert len(export_threads()) == 1
     def in_child() -> None:
         child = pipeline.get_pipeline()
-        wait_until(lambda: len(_export_threads()) == 1, timeout=10, interval=0.01,
+        wait_until(lambda: len(export_threads()) == 1, timeout=10, interval=0.01,
                    what="the parent's export thread to stop in the child")
         tw.trades_total.labels("filled", "FORK/USDT").inc()
-        assert child is not p and child.force_flush(5_000) and len(_export_threads()) == 1
+        assert child is not p and child.force_flush(5_000) and len(export_threads()) == 1
 
     pid = fork_child(in_child)
     assert reap_child(pid, 30) == 0, "a ghost export thread in the child, or its flush failed"
-    assert len(_export_threads()) == 1  # the parent's own, untouched
+    assert len(export_threads()) == 1  # the parent's own, untouched

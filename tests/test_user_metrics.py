@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import inspect
-import threading
 
 import prometheus_client as pc
 import pytest
-from helpers import parse, sample_value, scrape, wait_until
-from otlp_receiver import OTLPReceiver, as_prometheus_samples, scrape_as_samples
+from helpers import parse, sample_value, scrape
+from otlp_receiver import OTLPReceiver, as_prometheus_samples, reset_after_pushes, scrape_as_samples
 
 import tinywindow_otel as tw
 from tinywindow_otel import Counter, Gauge, Histogram, MetricsServer, pipeline
 from tinywindow_otel.metrics import OVERFLOW_LABEL_VALUE, REGISTRY, MetricRegistry
-from tinywindow_otel.testing import reset
 
 DROPPED = REGISTRY.get("tinywindow_otel_dropped_measurements_total")
 OVERFLOWED = REGISTRY.get("tinywindow_otel_cardinality_overflow_total")
@@ -91,17 +89,11 @@ def test_nan_infinity_and_negative_increments_on_your_own_metrics(own, scrape_me
     assert sample_value(families, "tinywindow_otel_dropped_measurements_total", metric="user_fill", reason="nan") == 1
 
 
-def _export_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "OtelPeriodicExportingMetricReader" and t.is_alive()]
-
-
 @pytest.fixture
 def receiver():
     with OTLPReceiver() as running:
         yield running
-    reset()
-    wait_until(lambda: not _export_threads(), timeout=15, interval=0.05, what="export threads to end")
-    reset()
+    reset_after_pushes()
 
 
 def test_your_own_metrics_arrive_over_otlp_with_the_values_on_metrics(own, receiver):
