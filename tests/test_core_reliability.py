@@ -278,43 +278,30 @@ def test_a_self_metric_at_its_cap_never_blocks_or_recurses():
     assert sum(counted.values()) == 4  # the second metric's folds land in the self-metric's own overflow
 
 
-def test_an_overflowed_gauge_keeps_no_stale_value_once_its_symbols_are_gone():
+@pytest.fixture
+def positions_capped_at_two():
     positions = REGISTRY.by_attr("active_positions")
     positions.set_max_series(2)
-    try:
-        for symbol in ("A", "B", "C"):
-            positions.labels(symbol=symbol).set(1)  # C folds into the overflow series
-        positions.remove("A")  # room again: the folded value belongs to nobody now
-        families = parse(fetch_once())
-    finally:
-        positions.set_max_series(500)
-    symbols = {s.labels["symbol"] for s in families["tinywindow_active_positions"].samples}
-    assert symbols == {"B"}
+    yield positions
+    positions.set_max_series(500)
 
 
-def test_removing_a_folded_label_set_leaves_no_stale_overflow_value():
-    positions = REGISTRY.by_attr("active_positions")
-    positions.set_max_series(2)
-    try:
-        for symbol in ("A", "B", "C"):
-            positions.labels(symbol=symbol).set(3)  # C folds into the overflow series
-        positions.remove("C")  # still at the cap, but the folded value belonged to C
-        families = parse(fetch_once())
-    finally:
-        positions.set_max_series(500)
-    symbols = {s.labels["symbol"] for s in families["tinywindow_active_positions"].samples}
-    assert symbols == {"A", "B"}
+@pytest.mark.parametrize(("removed", "left"), [
+    ("A", {"B"}),  # room again: the value C folded in belongs to nobody now
+    ("C", {"A", "B"}),  # still at the cap, but the folded value belonged to C
+])
+def test_an_overflowed_gauge_keeps_no_stale_value_once_its_symbols_are_gone(positions_capped_at_two, removed, left):
+    for symbol in ("A", "B", "C"):
+        positions_capped_at_two.labels(symbol=symbol).set(1)  # C folds into the overflow series
+    positions_capped_at_two.remove(removed)
+    families = parse(fetch_once())
+    assert {s.labels["symbol"] for s in families["tinywindow_active_positions"].samples} == left
 
 
-def test_update_portfolio_leaves_no_stale_overflow_position():
-    positions = REGISTRY.by_attr("active_positions")
-    positions.set_max_series(2)
-    try:
-        portfolio_exporter.update_portfolio(total_value=1000, unrealized_pnl=0, positions={"A": 1, "B": 2, "C": 3})
-        portfolio_exporter.update_portfolio(total_value=1000, unrealized_pnl=0, positions={"A": 1, "B": 2})
-        families = parse(fetch_once())
-    finally:
-        positions.set_max_series(500)
+def test_update_portfolio_leaves_no_stale_overflow_position(positions_capped_at_two):
+    portfolio_exporter.update_portfolio(total_value=1000, unrealized_pnl=0, positions={"A": 1, "B": 2, "C": 3})
+    portfolio_exporter.update_portfolio(total_value=1000, unrealized_pnl=0, positions={"A": 1, "B": 2})
+    families = parse(fetch_once())
     values = {s.labels["symbol"]: s.value for s in families["tinywindow_active_positions"].samples}
     assert values == {"A": 1.0, "B": 2.0}
 
