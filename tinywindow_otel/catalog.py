@@ -338,22 +338,26 @@ def render_markdown() -> str:
         "naming the metric, the label, the value and the allowed set, and creates no series.",
         "",
     ]
-    # (title, metrics, the page that explains them for a trader, or "" when the table is the explanation)
+    runbooks = "The alerts built on these, and what to do when they fire: [runbooks](runbooks.md)."
+
+    def explained_in(page: str) -> str:
+        return f"What each one means for a trader, with examples: [{page}]({page})."
+
+    # (title, metrics, where a trader reads about them)
     sections: tuple[tuple[str, tuple[MetricSpec, ...], str], ...] = (
-        ("Trading metrics", CATALOG, "runbooks.md"), ("State metrics", STATE_METRICS, "runbooks.md"),
-        ("SDK self-metrics", SELF_METRICS, "runbooks.md"),
-        ("Order execution metrics", EXECUTION_METRICS, "execution.md"),
-        ("Exchange health metrics", EXCHANGE_METRICS, "exchange.md"),
-        ("LLM metrics (OpenTelemetry GenAI conventions)", GEN_AI_METRICS, "llm.md"),
-        ("Agent calibration metrics", CALIBRATION_METRICS, "calibration.md"),
+        ("Trading metrics", CATALOG, runbooks), ("State metrics", STATE_METRICS, runbooks),
+        ("SDK self-metrics", SELF_METRICS, runbooks),
+        ("Order execution metrics", EXECUTION_METRICS, explained_in("execution.md")),
+        ("Exchange health metrics", EXCHANGE_METRICS, explained_in("exchange.md")),
+        ("LLM metrics (OpenTelemetry GenAI conventions)", GEN_AI_METRICS, explained_in("llm.md")),
+        ("Agent calibration metrics", CALIBRATION_METRICS, explained_in("calibration.md")),
     )
-    for title, specs, page in sections:
-        lines += [f"## {title}", ""]
-        if page == "runbooks.md":
-            lines += ["The alerts built on these, and what to do when they fire: [runbooks](runbooks.md).", ""]
-        else:
-            lines += [f"What each one means for a trader, with examples: [{page}]({page}).", ""]
+    for title, specs, intro in sections:
         lines += [
+            f"## {title}",
+            "",
+            intro,
+            "",
             "| family on /metrics | declared as | Python name | type | labels | unit | buckets | values | description |",
             "|---|---|---|---|---|---|---|---|---|",
         ]

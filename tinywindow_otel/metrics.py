@@ -496,9 +496,12 @@ class MetricRegistry:
             recorder.reset()
 
     def after_fork_in_child(self) -> None:
-        """Fresh locks (a parent thread may have held one at fork time), then zeroed values."""
+        """A fresh lock (a parent thread may have held it at fork time).
+
+        Each metric resets its own lock and series (registered in ``_Metric._setup``).
+        """
         self._lock = threading.Lock()
-        self.drops.after_fork_in_child()  # each metric resets itself (see _Metric._setup)
+        self.drops.after_fork_in_child()
 
 
 REGISTRY = MetricRegistry(drops=default_drops)
